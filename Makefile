@@ -1,0 +1,43 @@
+# Two commands for a new user:  `make demo`  and  `make test`.
+# Both create .venv (once), install torch's CPU build when no torch is there, then this project.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DATA ?= ../shared/data
+DEMO_CLIP ?= $(DATA)/en/librispeech/1688/1688-142285-0004.flac
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test,av]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@echo "== in-process transport: $(DEMO_CLIP)"
+	$(VENV)/bin/kikimimi run --input $(DEMO_CLIP) --transport inproc --stats
+	@echo "== ZeroMQ transport, one process per node: $(DEMO_CLIP)"
+	$(VENV)/bin/kikimimi run --input $(DEMO_CLIP) --transport zmq --stats
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/ring.py
+	$(PY) bench/transport.py
+
+lint: $(STAMP)
+	$(PIP) install -q ruff
+	$(VENV)/bin/ruff check engine nodes launch models tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

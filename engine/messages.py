@@ -1,0 +1,249 @@
+"""Typed messages that travel along graph edges.
+
+Every message is a frozen, slotted dataclass with a :class:`Header` that carries integer time: the
+absolute sample index of the stream (for audio: the index of the first sample in the message) and the
+monotonic nanoseconds at which the data was captured or produced. Float seconds never travel; wall
+clock time appears only in logs.
+
+Message classes register themselves by name with :func:`message_type` so the wire codec can rebuild
+them on the far side of a process boundary without pickle.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+import numpy as np
+
+from kikimimi.engine.errors import MessageError
+
+NO_SAMPLE = -1
+"""Header.sample_index of a message that is not tied to a position in an audio stream."""
+
+AUDIO_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+M = TypeVar("M", bound="type[Message]")
+
+
+def message_type(cls: M) -> M:
+    """Class decorator: register a message class under its class name for the wire codec."""
+    name = cls.__name__
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise MessageError(f"message type name {name!r} is already registered by {_REGISTRY[name]!r}")
+    _REGISTRY[name] = cls
+    cls.type_name = name
+    return cls
+
+
+def registered_types() -> dict[str, type[Message]]:
+    """All registered message classes by name (a copy)."""
+    return dict(_REGISTRY)
+
+
+def lookup_type(name: str) -> type[Message] | None:
+    """The registered message class called ``name``, or None."""
+    return _REGISTRY.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Identity and time of one message.
+
+    stream_id: which stream (microphone, camera, file) the message belongs to.
+    seq: per-(source node, output port) sequence number, starting at 0, no gaps unless a drop happened.
+    sample_index: absolute sample index on the stream's audio clock, or NO_SAMPLE.
+    t_ns: monotonic nanoseconds when the data was captured (sources) or produced (other nodes).
+    source: name of the node that produced the message.
+    """
+
+    stream_id: str
+    seq: int
+    sample_index: int
+    t_ns: int
+    source: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stream_id, str) or not self.stream_id:
+            raise MessageError(f"Header.stream_id must be a non-empty str, got {self.stream_id!r}")
+        if not isinstance(self.source, str):
+            raise MessageError(f"Header.source must be a str, got {self.source!r}")
+        for name in ("seq", "sample_index", "t_ns"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise MessageError(f"Header.{name} must be an int, got {value!r}")
+        if self.seq < 0:
+            raise MessageError(f"Header.seq must be >= 0, got {self.seq}")
+        if self.sample_index < NO_SAMPLE:
+            raise MessageError(f"Header.sample_index must be >= 0 or NO_SAMPLE (-1), got {self.sample_index}")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every message; subclasses add typed fields after ``header``."""
+
+    type_name: ClassVar[str] = "Message"
+    header: Header
+
+    @property
+    def is_control(self) -> bool:
+        return False
+
+
+class ControlKind(enum.Enum):
+    """What a control message asks for."""
+
+    START = "start"
+    STOP = "stop"
+    FLUSH = "flush"
+    END_OF_STREAM = "end_of_stream"
+
+
+@message_type
+@dataclass(frozen=True, slots=True)
+class Control(Message):
+    """A control message: never dropped, never aged out, and ahead of data in every queue.
+
+    START, STOP and FLUSH are delivered before any data that is already queued. END_OF_STREAM is the
+    sender's promise that no more data follows on that edge, so it is delivered after the data it
+    follows: delivering it early would lose data already accepted.
+    """
+
+    kind: ControlKind
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ControlKind):
+            raise MessageError(f"Control.kind must be a ControlKind, got {self.kind!r}")
+
+    @property
+    def is_control(self) -> bool:
+        return True
+
+
+@message_type
+@dataclass(frozen=True, slots=True, eq=False)
+class AudioChunk(Message):
+    """A block of audio samples, shape (n_samples, channels), int16 or float32 in [-1, 1].
+
+    header.sample_index is the absolute index of the first sample; header.t_ns its capture time.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        s = self.samples
+        if not isinstance(s, np.ndarray):
+            raise MessageError(f"AudioChunk.samples must be a numpy array, got {type(s).__name__}")
+        if s.dtype not in AUDIO_DTYPES:
+            raise MessageError(f"AudioChunk.samples dtype {s.dtype} is not allowed; allowed: int16, float32")
+        if s.ndim != 2 or s.shape[1] < 1:
+            raise MessageError(
+                f"AudioChunk.samples must have shape (n_samples, channels), got shape {s.shape}"
+            )
+        if not isinstance(self.sample_rate, (int, np.integer)) or self.sample_rate <= 0:
+            raise MessageError(f"AudioChunk.sample_rate must be a positive int, got {self.sample_rate!r}")
+        if self.header.sample_index < 0:
+            raise MessageError("AudioChunk.header.sample_index must be the absolute index of its first sample")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def end_index(self) -> int:
+        """Absolute index one past the last sample."""
+        return self.header.sample_index + self.n_samples
+
+    @property
+    def duration_ns(self) -> int:
+        return self.n_samples * 1_000_000_000 // self.sample_rate
+
+
+PIXEL_FORMATS = {"bgr24": 3, "rgb24": 3, "gray": 1}
+
+
+@message_type
+@dataclass(frozen=True, slots=True, eq=False)
+class VideoFrame(Message):
+    """One video frame, shape (height, width, channels) uint8.
+
+    header.t_ns is the frame's presentation time on the stream clock; header.sample_index is the audio
+    sample index at that instant (NO_SAMPLE when the stream has no audio clock).
+    """
+
+    image: np.ndarray
+    pixel_format: str
+    frame_index: int
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3:
+            raise MessageError(
+                "VideoFrame.image must be a uint8 array of shape (height, width, channels), got "
+                f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}"
+            )
+        want = PIXEL_FORMATS.get(self.pixel_format)
+        if want is None:
+            raise MessageError(
+                f"VideoFrame.pixel_format {self.pixel_format!r} is not allowed; allowed: {sorted(PIXEL_FORMATS)}"
+            )
+        if img.shape[2] != want:
+            raise MessageError(
+                f"VideoFrame with pixel_format {self.pixel_format!r} needs {want} channels, got {img.shape[2]}"
+            )
+        if self.frame_index < 0:
+            raise MessageError(f"VideoFrame.frame_index must be >= 0, got {self.frame_index}")
+
+
+class SpeechEventKind(enum.Enum):
+    SPEECH_START = "speech_start"
+    SPEECH_END = "speech_end"
+
+
+@message_type
+@dataclass(frozen=True, slots=True)
+class VadEvent(Message):
+    """Start or end of a speech segment, in absolute samples on the stream's audio clock.
+
+    SPEECH_START: start_sample is where speech began, end_sample is NO_SAMPLE.
+    SPEECH_END: start_sample and end_sample (exclusive) bound the whole segment.
+    probability: the detector's confidence that the segment is speech, in [0, 1].
+    header.sample_index is the sample at which the decision was made.
+    """
+
+    kind: SpeechEventKind
+    start_sample: int
+    end_sample: int
+    sample_rate: int
+    probability: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, SpeechEventKind):
+            raise MessageError(f"VadEvent.kind must be a SpeechEventKind, got {self.kind!r}")
+        if self.start_sample < 0:
+            raise MessageError(f"VadEvent.start_sample must be >= 0, got {self.start_sample}")
+        if self.kind is SpeechEventKind.SPEECH_END and self.end_sample < self.start_sample:
+            raise MessageError(
+                f"VadEvent end_sample {self.end_sample} is before start_sample {self.start_sample}"
+            )
+        if not 0.0 <= self.probability <= 1.0:
+            raise MessageError(f"VadEvent.probability must be in [0, 1], got {self.probability}")
+        if self.sample_rate <= 0:
+            raise MessageError(f"VadEvent.sample_rate must be positive, got {self.sample_rate}")
+
+    @property
+    def start_ns(self) -> int:
+        return self.start_sample * 1_000_000_000 // self.sample_rate
+
+    @property
+    def end_ns(self) -> int:
+        return self.end_sample * 1_000_000_000 // self.sample_rate

@@ -1,0 +1,176 @@
+"""The ``kikimimi`` command.
+
+    kikimimi run [GRAPH] [--input FILE|mic] [--transport inproc|zmq] [--output FILE.jsonl] [--stats]
+    kikimimi nodes            # node kinds, their ports and parameters
+    kikimimi check GRAPH      # validate a graph file and print it normalized
+
+GRAPH is a YAML file or the name of a bundled graph (``default``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from kikimimi.engine.errors import KikimimiError
+from kikimimi.engine.graph import GraphSpec, load_graph
+from kikimimi.engine.metrics import format_stats
+from kikimimi.engine.registry import available_kinds, load_kind
+
+GRAPH_DIR = Path(__file__).resolve().parent
+SOURCE_KINDS = {"file_source", "mic_source"}
+# Parameters that mean the same for every audio source and carry over when --input swaps the source.
+_SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms", "stream_id")
+
+
+def bundled_graphs() -> list[str]:
+    return sorted(p.stem for p in GRAPH_DIR.glob("*.yaml"))
+
+
+def resolve_graph(name_or_path: str) -> GraphSpec:
+    path = Path(name_or_path)
+    if not path.exists() and (GRAPH_DIR / f"{name_or_path}.yaml").exists():
+        path = GRAPH_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise KikimimiError(
+            f"graph {name_or_path!r} is neither a file nor a bundled graph; bundled: {', '.join(bundled_graphs())}"
+        )
+    return load_graph(path)
+
+
+def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, speed: float | None,
+                    transport: str | None) -> GraphSpec:
+    """The graph with --input, --speed, --output and --transport applied."""
+    if input_ is not None or speed is not None:
+        if spec.input_node is None:
+            raise KikimimiError("this graph names no 'input' node, so --input/--speed cannot be applied")
+        old = spec.node(spec.input_node)
+        shared = {k: v for k, v in old.params.items() if k in _SHARED_SOURCE_PARAMS}
+        if input_ == "mic" or (input_ is None and old.kind == "mic_source"):
+            if speed is not None:
+                raise KikimimiError("--speed applies to file input only")
+            spec = spec.with_node(old.name, "mic_source", shared)
+        else:
+            path = input_ if input_ is not None else old.params.get("path")
+            if not Path(str(path)).exists():
+                raise KikimimiError(f"input file not found: {path}")
+            params: dict[str, Any] = {**shared, "path": str(path)}
+            if speed is not None:
+                params["speed"] = speed
+            elif old.kind == "file_source" and "speed" in old.params:
+                params["speed"] = old.params["speed"]
+            spec = spec.with_node(old.name, "file_source", params)
+            if params.get("speed", 1.0) == 0:
+                spec = spec.lossless()
+    if output is not None:
+        feeds = sorted({f"{s}.{p}" for n in spec.nodes if n.kind == "console_sink"
+                        for i in n.inputs for s, p in i.sources})
+        if not feeds:
+            raise KikimimiError("--output needs a console_sink in the graph to know what to write")
+        spec = spec.with_extra_node("output", "jsonl_sink", {"path": output},
+                                    {"in": {"from": feeds, "policy": "block", "capacity": 256}})
+    if transport is not None:
+        spec = spec.with_transport(transport)
+    return spec
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kikimimi.engine.runner import Runner, install_stop_signals
+
+    spec = apply_overrides(resolve_graph(args.graph), args.input, args.output, args.speed, args.transport)
+    if spec.transport == "zmq":
+        from kikimimi.engine.procs import ProcessRunner
+
+        only = args.only.split(",") if args.only else None
+        prunner = ProcessRunner(spec, scheme=args.zmq_scheme, only=only, log_level=args.log_level)
+        restore = install_stop_signals(prunner.stop, prunner.abort)
+        try:
+            stats = prunner.run()
+        finally:
+            restore()
+    else:
+        if args.only:
+            raise KikimimiError("--only needs --transport zmq")
+        runner = Runner(spec)
+        restore = install_stop_signals(runner.stop, runner.abort)
+        try:
+            runner.run()
+        finally:
+            restore()
+        stats = runner.stats()
+    if args.stats:
+        print(format_stats(stats), file=sys.stderr)
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    for kind, target in sorted(available_kinds().items()):
+        try:
+            cls = load_kind(kind)
+        except (ImportError, KikimimiError) as exc:
+            print(f"{kind}  ({target}: cannot load: {exc})\n")
+            continue
+        print(f"{kind}: {cls.help}")
+        for p in cls.inputs:
+            print(f"  input  {p.name} <- {p.type_names()} (default queue: {p.queue.policy.value}, "
+                  f"capacity {p.queue.capacity})")
+        for p in cls.outputs:
+            print(f"  output {p.name} -> {p.type_names()}")
+        for prm in cls.params:
+            print(f"  param  {prm.describe()}")
+        print()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    spec = resolve_graph(args.graph)
+    print(spec.to_yaml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kikimimi", description="Real-time streaming speech engine.")
+    ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a graph")
+    run.add_argument("graph", nargs="?", default="default",
+                     help="graph file or bundled graph name (default: default)")
+    run.add_argument("--input", help="audio/video file, or 'mic' (replaces the graph's input node)")
+    run.add_argument("--speed", type=float,
+                     help="file playback speed: 1 = real time (default), 0 = as fast as possible (lossless)")
+    run.add_argument("--transport", choices=["inproc", "zmq"], help="override the graph's transport")
+    run.add_argument("--zmq-scheme", choices=["ipc", "tcp"], default="ipc",
+                     help="ZeroMQ endpoints: ipc (one machine, default) or tcp (across machines)")
+    run.add_argument("--only", help="with zmq: run only these nodes (comma-separated) on this machine")
+    run.add_argument("--output", help="also write every message the console shows to this JSONL file")
+    run.add_argument("--stats", action="store_true", help="print per-node counters at exit")
+    run.set_defaults(func=cmd_run)
+
+    nodes = sub.add_parser("nodes", help="list node kinds, their ports and parameters")
+    nodes.set_defaults(func=cmd_nodes)
+
+    check = sub.add_parser("check", help="validate a graph and print it normalized")
+    check.add_argument("graph")
+    check.set_defaults(func=cmd_check)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except KikimimiError as exc:
+        print(f"kikimimi: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"kikimimi: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
