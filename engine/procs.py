@@ -11,6 +11,7 @@ behalf so the nodes downstream can finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -45,7 +46,8 @@ class ProcessRunner:
         self.names = [n.name for n in spec.nodes if only is None or n.name in only]
         unknown = set(only or ()) - {n.name for n in spec.nodes}
         if unknown:
-            raise GraphError("--only", f"no node {sorted(unknown)[0]!r}; nodes: {', '.join(n.name for n in spec.nodes)}")
+            names = ", ".join(n.name for n in spec.nodes)
+            raise GraphError("--only", f"no node {sorted(unknown)[0]!r}; nodes: {names}")
         self.shutdown_timeout_s = shutdown_timeout_s
         self.log_level = log_level
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -187,10 +189,8 @@ class ProcessRunner:
         deadline = time.monotonic() + grace
         for proc in self.procs.values():
             if proc.poll() is None and grace:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
             if proc.poll() is None:
                 proc.kill()
         for proc in self.procs.values():

@@ -2,13 +2,16 @@
 
 Kinds come from three places, later ones overriding earlier ones: the built-in nodes of this
 distribution, the ``kikimimi.nodes`` entry-point group of any installed distribution
-(``name = "package.module:Class"``), and :func:`register` at run time. Classes are imported only when
+(``name = "package.module:Class"``), and :func:`register` at run time, including by the modules
+named in the ``KIKIMIMI_NODE_MODULES`` environment variable (comma-separated; imported on first
+look-up, in every process of a graph, so unpackaged node kinds work over ZeroMQ too). Classes are imported only when
 a kind is used, so listing kinds never imports heavy optional dependencies.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import entry_points
 
 from kikimimi.engine.errors import GraphError, UnknownNodeKind
@@ -26,6 +29,14 @@ BUILTIN: dict[str, str] = {
 
 _registered: dict[str, type[Node]] = {}
 _loaded: dict[str, type[Node]] = {}
+_env_imported: set[str] = set()
+
+
+def _import_env_modules() -> None:
+    for mod in filter(None, (m.strip() for m in os.environ.get("KIKIMIMI_NODE_MODULES", "").split(","))):
+        if mod not in _env_imported:
+            _env_imported.add(mod)
+            importlib.import_module(mod)
 
 
 def register(cls: type[Node], name: str | None = None) -> type[Node]:
@@ -39,6 +50,7 @@ def register(cls: type[Node], name: str | None = None) -> type[Node]:
 
 def available_kinds() -> dict[str, str]:
     """Every known kind name and where it comes from ("module:Class" or "registered")."""
+    _import_env_modules()
     kinds = dict(BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         kinds[ep.name] = ep.value
@@ -49,6 +61,7 @@ def available_kinds() -> dict[str, str]:
 
 def load_kind(name: str) -> type[Node]:
     """The node class of kind ``name``; UnknownNodeKind lists the known kinds."""
+    _import_env_modules()
     if name in _registered:
         return _registered[name]
     if name in _loaded:

@@ -141,7 +141,7 @@ class ZmqReceiver:
             self.reject(exc.kind, port, exc.detail)
             return
         spec = self.port_specs[port]
-        if not isinstance(msg, spec.types):
+        if not msg.is_control and not isinstance(msg, spec.types):
             self.reject("malformed", port, f"a {msg.type_name} arrived on a port that accepts {spec.type_names()}")
             return
         while not self.inbox.put(port, msg, timeout=0.1):
