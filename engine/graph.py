@@ -42,7 +42,7 @@ TRANSPORTS = ("inproc", "zmq")
 _TOP_KEYS = ("version", "name", "description", "transport", "input", "nodes", "zmq")
 _NODE_KEYS = ("kind", "params", "inputs", "host")
 _INPUT_KEYS = ("from", "policy", "capacity", "max_age_ms", "age_from")
-_ZMQ_KEYS = ("tcp_host", "tcp_base_port")
+_ZMQ_KEYS = ("tcp_host", "tcp_base_port", "max_message_mb")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -74,8 +74,11 @@ class NodeSpec:
 
 @dataclass(frozen=True, slots=True)
 class ZmqSettings:
+    """ZeroMQ settings of a graph: tcp endpoint base, and the size above which a message is rejected."""
+
     tcp_host: str = "127.0.0.1"
     tcp_base_port: int = 5550
+    max_message_mb: float = 64.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,8 @@ class GraphSpec:
             d["input"] = self.input_node
         d["nodes"] = nodes
         if self.zmq != ZmqSettings():
-            d["zmq"] = {"tcp_host": self.zmq.tcp_host, "tcp_base_port": self.zmq.tcp_base_port}
+            d["zmq"] = {"tcp_host": self.zmq.tcp_host, "tcp_base_port": self.zmq.tcp_base_port,
+                        "max_message_mb": self.zmq.max_message_mb}
         return d
 
     def to_yaml(self) -> str:
@@ -236,6 +240,9 @@ def _validate(data: Any) -> GraphSpec:
     zmq = ZmqSettings(**zmq_raw)
     if not isinstance(zmq.tcp_base_port, int) or not 1024 <= zmq.tcp_base_port <= 65000:
         raise GraphError("zmq.tcp_base_port", f"{zmq.tcp_base_port!r} must be an int in 1024..65000")
+    if isinstance(zmq.max_message_mb, bool) or not isinstance(zmq.max_message_mb, (int, float)) \
+            or not zmq.max_message_mb > 0:
+        raise GraphError("zmq.max_message_mb", f"{zmq.max_message_mb!r} must be a positive number of MiB")
     input_node = data.get("input")
     if input_node is not None and input_node not in nodes:
         raise GraphError("input", f"{input_node!r} is not a node; nodes: {', '.join(nodes)}")

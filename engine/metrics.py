@@ -13,7 +13,8 @@ DROP_STALE = "stale"              # older than the input's max age when it reach
 DROP_REJECTED = "rejected"        # failed wire validation (the kind is counted separately)
 DROP_ERROR = "error"              # the node raised while processing it
 DROP_FLUSHED = "flushed"          # discarded by a FLUSH control
-DROP_REASONS = (DROP_OVERFLOW, DROP_STALE, DROP_REJECTED, DROP_ERROR, DROP_FLUSHED)
+DROP_ABORTED = "aborted"          # still queued when the node was aborted (hard stop)
+DROP_REASONS = (DROP_OVERFLOW, DROP_STALE, DROP_REJECTED, DROP_ERROR, DROP_FLUSHED, DROP_ABORTED)
 
 
 @dataclass

@@ -6,7 +6,7 @@ whole launch with its error), then tells them all to go. Stopping (SIGINT/SIGTER
 asks the sources to finish; END_OF_STREAM then flows through the graph and every node reports its
 counters as it exits. Nodes still running ``shutdown_timeout_s`` after the stop are killed, so the
 parent never leaves orphans. A node that dies is reported, and the parent sends END_OF_STREAM on its
-behalf so the nodes downstream can finish.
+behalf so the nodes downstream can finish, then stops the graph.
 """
 
 from __future__ import annotations
@@ -159,9 +159,10 @@ class ProcessRunner:
                         continue
                     dead_handled.add(name)
                     self.errors[name] = f"process exited with code {proc.returncode}"
-                    log.error("node %r died (exit code %s): sending end of stream on its behalf",
-                              name, proc.returncode)
+                    log.error("node %r died (exit code %s): sending end of stream on its behalf and "
+                              "stopping the graph", name, proc.returncode)
                     self._send_eos_for(ctx, name)
+                    self.stop()  # what feeds the dead node can no longer deliver: wind the graph down
 
     def _recv_pending_done(self, control: zmq.Socket, name: str) -> bool:
         """A process may exit just after its 'done' was queued: drain the control socket first."""

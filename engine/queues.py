@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.messages import Control, ControlKind, Message
-from kikimimi.engine.metrics import DROP_FLUSHED, DROP_OVERFLOW, DROP_STALE, NodeStats
+from kikimimi.engine.metrics import DROP_ABORTED, DROP_FLUSHED, DROP_OVERFLOW, DROP_STALE, NodeStats
 
 
 class Policy(enum.Enum):
@@ -125,10 +125,19 @@ class Inbox:
     def ports(self) -> dict[str, QueueConfig]:
         return {n: lane.config for n, lane in self._lanes.items()}
 
-    def close(self) -> None:
-        """Wake every waiter; blocked puts give up (returning False) and new puts are refused."""
+    def close(self, discard: bool = False) -> None:
+        """Wake every waiter; blocked puts give up (returning False) and new puts are refused.
+
+        With ``discard`` (a hard stop), queued data is thrown away and counted as ``aborted``.
+        """
         with self._cond:
             self._closed = True
+            if discard:
+                for lane in self._lanes.values():
+                    if lane.n_data:
+                        self.stats.count_drop(DROP_ABORTED, lane.n_data)
+                    lane.entries.clear()
+                    lane.n_data = 0
             self._cond.notify_all()
 
     def depth(self, port: str) -> int:

@@ -116,7 +116,7 @@ class Runner:
             d.abort_event.set()
             d.stop_event.set()
             if d.inbox is not None:
-                d.inbox.close()
+                d.inbox.close(discard=True)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait for every node to finish; True if they did. Aborts after the shutdown timeout."""

@@ -40,6 +40,8 @@ ALLOWED_DTYPES = frozenset(
         np.float16, np.float32, np.float64, np.bool_,
     )
 )
+_DTYPES = {s: np.dtype(s) for s in ALLOWED_DTYPES}  # decode looks dtypes up here instead of parsing each time
+_PREFIX = MAGIC + bytes((VERSION, 0))
 _SCALARS = (int, float, str, bool, type(None))
 
 
@@ -84,6 +86,7 @@ def _plan_for(tp: Any) -> _Plan:
 
 
 _PLANS: dict[type, tuple[tuple[str, _Plan], ...]] = {}
+_DEC_PLANS: dict[type, tuple[tuple[str, _Plan, str], ...]] = {}
 
 
 def _message_plan(cls: type[Message]) -> tuple[tuple[str, _Plan], ...]:
@@ -92,6 +95,15 @@ def _message_plan(cls: type[Message]) -> tuple[tuple[str, _Plan], ...]:
         hints = typing.get_type_hints(cls)
         plan = tuple((f.name, _plan_for(hints[f.name])) for f in dataclasses.fields(cls) if f.name != "header")
         _PLANS[cls] = plan
+    return plan
+
+
+def _decode_plan(cls: type[Message]) -> tuple[tuple[str, _Plan, str], ...]:
+    """The message plan with each field's error location ("Type.field") built once, not per message."""
+    plan = _DEC_PLANS.get(cls)
+    if plan is None:
+        plan = tuple((name, p, f"{cls.type_name}.{name}") for name, p in _message_plan(cls))
+        _DEC_PLANS[cls] = plan
     return plan
 
 
@@ -125,8 +137,9 @@ def encode(msg: Message) -> list[bytes | memoryview]:
         [msg.type_name, [h.stream_id, int(h.seq), int(h.sample_index), int(h.t_ns), h.source], fields, meta],
         use_bin_type=True,
     )
-    frames: list[bytes | memoryview] = [MAGIC + bytes((VERSION, 0)) + body]
-    frames.extend(memoryview(a).cast("B") for a in arrays)
+    frames: list[bytes | memoryview] = [_PREFIX + body]
+    # memoryview.cast refuses shapes with a zero in them: an empty array travels as an empty frame.
+    frames.extend(memoryview(a).cast("B") if a.size else b"" for a in arrays)
     return frames
 
 
@@ -160,7 +173,7 @@ def _dec(raw: Any, plan: _Plan, arrays: Sequence[np.ndarray], where: str) -> Any
     return plan.py(**{n: _dec(v, p, arrays, f"{where}.{n}") for n, p, v in zip(plan.names, plan.inner, raw, strict=True)})
 
 
-def _arrays_from(meta: Any, frames: Sequence[Any]) -> list[np.ndarray]:
+def _arrays_from(meta: Any, frames: Sequence[memoryview]) -> list[np.ndarray]:
     if not isinstance(meta, list):
         raise WireError("malformed", "array table is not a list")
     if len(meta) > len(frames):
@@ -168,20 +181,20 @@ def _arrays_from(meta: Any, frames: Sequence[Any]) -> list[np.ndarray]:
     if len(meta) < len(frames):
         raise WireError("malformed", f"header announces {len(meta)} arrays but {len(frames)} frames followed")
     out = []
-    for i, (entry, frame) in enumerate(zip(meta, frames, strict=True)):
+    for i, (entry, buf) in enumerate(zip(meta, frames, strict=True)):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
                 and isinstance(entry[1], list)):
             raise WireError("malformed", f"array {i}: entry must be [dtype, shape]")
         dtype_str, shape = entry
-        if dtype_str not in ALLOWED_DTYPES:
+        dtype = _DTYPES.get(dtype_str)
+        if dtype is None:
             raise WireError("malformed", f"array {i}: dtype {dtype_str!r} is not allowed; allowed: "
                             f"{', '.join(sorted(ALLOWED_DTYPES))}")
-        if len(shape) > MAX_ARRAY_DIMS or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
+        if len(shape) > MAX_ARRAY_DIMS:
             raise WireError("malformed", f"array {i}: bad shape {shape!r}")
-        dtype = np.dtype(dtype_str)
-        buf = memoryview(frame.buffer if hasattr(frame, "buffer") else frame)
+        for d in shape:
+            if type(d) is not int or d < 0:  # msgpack gives plain ints; bools and floats are refused
+                raise WireError("malformed", f"array {i}: bad shape {shape!r}")
         want = dtype.itemsize * math.prod(shape)  # Python ints: no int64 wrap-around on hostile shapes
         if buf.nbytes != want:
             kind = "truncated" if buf.nbytes < want else "malformed"
@@ -194,21 +207,23 @@ def _arrays_from(meta: Any, frames: Sequence[Any]) -> list[np.ndarray]:
     return out
 
 
-def _nbytes(frame: Any) -> int:
-    if hasattr(frame, "buffer"):
-        return memoryview(frame.buffer).nbytes
-    return memoryview(frame).nbytes
+def _view(frame: Any) -> memoryview:
+    """A memoryview of a frame given as bytes, a buffer, or a zmq.Frame."""
+    if type(frame) is bytes:
+        return memoryview(frame)
+    buf = getattr(frame, "buffer", None)  # zmq.Frame
+    return memoryview(frame if buf is None else buf)
 
 
 def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
     """Rebuild a message from its frames (bytes, memoryviews or zmq.Frame), or raise WireError."""
     if not frames:
         raise WireError("truncated", "no frames")
-    total = sum(_nbytes(f) for f in frames)
+    views = [_view(f) for f in frames]
+    total = sum(v.nbytes for v in views)
     if total > max_message_bytes:
         raise WireError("oversized", f"{total} bytes exceeds the limit of {max_message_bytes} bytes")
-    first = frames[0]
-    head = bytes(first.buffer if hasattr(first, "buffer") else first)
+    head = bytes(views[0])
     if len(head) < PREFIX_LEN:
         raise WireError("truncated" if head[:2] == MAGIC[: len(head)] else "malformed",
                         f"header frame of {len(head)} bytes")
@@ -235,15 +250,15 @@ def decode(frames: Sequence[Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_B
     cls = lookup_type(type_name)
     if cls is None:
         raise WireError("unknown_type", f"message type {type_name!r} is not registered")
-    arrays = _arrays_from(meta, frames[1:])
+    arrays = _arrays_from(meta, views[1:])
     if not (isinstance(hdr, list) and len(hdr) == 5):
         raise WireError("malformed", "message header must have 5 entries")
-    plan = _message_plan(cls)
+    plan = _decode_plan(cls)
     if not isinstance(fields, list) or len(fields) != len(plan):
         raise WireError("malformed", f"{type_name} needs {len(plan)} fields")
     try:
         header = Header(*hdr)
-        values = {name: _dec(raw, p, arrays, f"{type_name}.{name}") for (name, p), raw in zip(plan, fields, strict=True)}
+        values = {name: _dec(raw, p, arrays, where) for (name, p, where), raw in zip(plan, fields, strict=True)}
         return cls(header=header, **values)
     except WireError:
         raise

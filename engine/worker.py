@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if inbox is not None:
             bindings = {i.port: endpoints[(name, i.port)] for i in ns.inputs}
             specs = {i.port: node.input_spec(i.port) for i in ns.inputs}
-            receiver = ZmqReceiver(ctx, inbox, bindings, specs, node.stats, driver.finished)  # type: ignore[arg-type]
+            receiver = ZmqReceiver(ctx, inbox, bindings, specs, node.stats, driver.finished,  # type: ignore[arg-type]
+                                   int(spec.zmq.max_message_mb * 1024 * 1024))
         routes = {port: [endpoints[d] for d in dests] for port, dests in spec.routes(name).items()}
         sender = ZmqSender(ctx, routes, driver.abort_event)
         node.bind(sender.emit)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 driver.abort_event.set()
                 driver.stop_event.set()
                 if inbox is not None:
-                    inbox.close()
+                    inbox.close(discard=True)
                 if not go.is_set():
                     break
         if os.getppid() != parent:

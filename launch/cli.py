@@ -23,7 +23,7 @@ from kikimimi.engine.registry import available_kinds, load_kind
 GRAPH_DIR = Path(__file__).resolve().parent
 SOURCE_KINDS = {"file_source", "mic_source"}
 # Parameters that mean the same for every audio source and carry over when --input swaps the source.
-_SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms", "stream_id")
+_SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms")
 
 
 def bundled_graphs() -> list[str]:
@@ -35,9 +35,8 @@ def resolve_graph(name_or_path: str) -> GraphSpec:
     if not path.exists() and (GRAPH_DIR / f"{name_or_path}.yaml").exists():
         path = GRAPH_DIR / f"{name_or_path}.yaml"
     if not path.exists():
-        raise KikimimiError(
-            f"graph {name_or_path!r} is neither a file nor a bundled graph; bundled: {', '.join(bundled_graphs())}"
-        )
+        bundled = ", ".join(bundled_graphs())
+        raise KikimimiError(f"graph {name_or_path!r} is neither a file nor a bundled graph; bundled: {bundled}")
     return load_graph(path)
 
 
