@@ -14,11 +14,12 @@ Decision rule (hysteresis over sliding windows of frames):
 * ``min_speech_ms``: SPEECH_START is emitted only once the segment's voiced extent (first sample to
   end of its last voiced frame) reaches ``min_speech_ms``; a segment that ends shorter emits nothing.
 
-SPEECH_START carries ``start_sample``; SPEECH_END carries ``start_sample``, ``end_sample`` (exclusive)
-and ``probability`` = the fraction of voiced frames in [start_sample, end_sample). ``header.sample_index``
-is the sample at which the decision was made (the end of the frame that tipped it). END_OF_STREAM or
-FLUSH for a stream (or for "all"), and ``on_stop``, close an open segment at once: the decision is at
-the last sample seen, and the segment ends, as always, at the end of its last voiced frame.
+SPEECH_START carries ``start_sample`` and the fraction of voiced frames so far as ``probability``;
+SPEECH_END carries ``start_sample``, ``end_sample`` (exclusive) and ``probability`` = the fraction of
+voiced frames in [start_sample, end_sample). ``header.sample_index`` is the sample at which the
+decision was made (the end of the frame that tipped it). END_OF_STREAM or FLUSH for a stream (or for
+"all"), and ``on_stop``, close an open segment at once: the decision is at the last sample seen, and
+the segment ends, as always, at the end of its last voiced frame.
 """
 
 from __future__ import annotations
@@ -199,13 +200,13 @@ class WebrtcVad(Node):
         min_len = self.p.min_speech_ms * st.rate // 1000
         if not st.started and st.last_voiced_end - st.seg_start >= min_len:
             st.started = True
-            self._event(sid, st, SpeechEventKind.SPEECH_START, decision, -1, 0.0)
+            self._event(sid, st, SpeechEventKind.SPEECH_START, decision, -1, st.voiced / max(1, st.frames_to_voiced))
 
     def _finish(self, sid: str, st: _Stream, end_sample: int, frames: int, decision: int) -> None:
         """End the open segment at ``end_sample``: SPEECH_END if it was long enough, else nothing."""
         if not st.started and end_sample - st.seg_start >= self.p.min_speech_ms * st.rate // 1000:
             st.started = True
-            self._event(sid, st, SpeechEventKind.SPEECH_START, decision, -1, 0.0)
+            self._event(sid, st, SpeechEventKind.SPEECH_START, decision, -1, st.voiced / max(1, st.frames_to_voiced))
         if st.started:
             self._event(sid, st, SpeechEventKind.SPEECH_END, decision, end_sample, st.voiced / max(1, frames))
         st.triggered = st.started = False
