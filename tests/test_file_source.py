@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from harness import run_source
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import MissingDependency, ParamError
@@ -25,14 +26,7 @@ GRID = "av/grid/bbaf2n.mpg"  # 3 s, 25 fps, 44.1 kHz stereo mp2
 
 def run(node: FileSource) -> list[tuple[str, Message]]:
     """Drive a source to its end without a runner; returns (port, message) in emission order."""
-    out: list[tuple[str, Message]] = []
-    node.bind(lambda port, msg: out.append((port, msg)))
-    node.on_start()
-    stop = threading.Event()
-    while node.produce(stop):
-        pass
-    node.on_stop()
-    return out
+    return run_source(node)
 
 
 def audio(out: list[tuple[str, Message]]) -> list[AudioChunk]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import webrtcvad
+from harness import run_source
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
@@ -38,14 +38,7 @@ def load(path: Path, stream_id: str = "file", **params: object) -> list[AudioChu
     """The file's chunks as file_source emits them (as fast as possible)."""
     node = FileSource("src", {"path": str(path), "speed": 0, "stream_id": stream_id, **params},
                       clock=ManualClock())
-    out: list[AudioChunk] = []
-    node.bind(lambda port, msg: out.append(msg) if isinstance(msg, AudioChunk) else None)
-    node.on_start()
-    stop = threading.Event()
-    while node.produce(stop):
-        pass
-    node.on_stop()
-    return out
+    return [m for _, m in run_source(node) if isinstance(m, AudioChunk)]
 
 
 def make_vad(**params: object) -> tuple[WebrtcVad, list[VadEvent]]:
