@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from kikimimi.engine.messages import Control, ControlKind
 from kikimimi.engine.metrics import DROP_ERROR
@@ -33,6 +34,9 @@ class NodeDriver:
         self.stop_event = threading.Event()    # graceful: sources stop producing
         self.abort_event = threading.Event()   # hard: leave the loop now
         self.error: BaseException | None = None
+        # Set by a transport whose input arrives outside the inbox (ZeroMQ): called with a timeout in
+        # seconds instead of waiting on the inbox, it moves whatever arrives into the inbox.
+        self.wait_hook: Callable[[float], None] | None = None
         self.started = False
         self.finished = threading.Event()
 
@@ -72,7 +76,13 @@ class NodeDriver:
             timeout = POLL_S
             if next_tick is not None:
                 timeout = min(POLL_S, max(0.0, (next_tick - clock.now_ns()) / 1e9))
-            item = inbox.get(timeout)
+            if self.wait_hook is None:
+                item = inbox.get(timeout)
+            else:
+                item = inbox.get(0.0)
+                if item is None:
+                    self.wait_hook(timeout)
+                    item = inbox.get(0.0)
             if next_tick is not None and clock.now_ns() >= next_tick:
                 self._call(node.on_tick, clock.now_ns())
                 next_tick += tick

@@ -140,6 +140,13 @@ class Inbox:
                     lane.n_data = 0
             self._cond.notify_all()
 
+    def room(self, port: str) -> int:
+        """How many more data messages ``port`` takes without waiting (a large number unless it blocks)."""
+        lane = self._lanes[port]
+        if lane.config.policy is not Policy.BLOCK:
+            return 1 << 30
+        return max(0, lane.config.capacity - lane.n_data)
+
     def depth(self, port: str) -> int:
         """Data messages queued on ``port``."""
         return self._lanes[port].n_data

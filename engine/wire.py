@@ -65,7 +65,7 @@ def _plan_for(tp: Any) -> _Plan:
         if len(args) == 1:
             return _Plan("optional", inner=(_plan_for(args[0]),))
         if all(a in _SCALARS for a in args):
-            return _Plan("scalar", tuple(args) + (type(None),))
+            return _Plan("scalar", (*args, type(None)))
         raise KikimimiError(f"wire codec cannot carry the union {tp!r}")
     if origin is tuple:
         args = typing.get_args(tp)
@@ -170,7 +170,8 @@ def _dec(raw: Any, plan: _Plan, arrays: Sequence[np.ndarray], where: str) -> Any
         return tuple(_dec(v, plan.inner[0], arrays, f"{where}[{i}]") for i, v in enumerate(raw))
     if len(raw) != len(plan.names):
         raise WireError("malformed", f"{where}: expected {len(plan.names)} fields, got {len(raw)}")
-    return plan.py(**{n: _dec(v, p, arrays, f"{where}.{n}") for n, p, v in zip(plan.names, plan.inner, raw, strict=True)})
+    return plan.py(**{n: _dec(v, p, arrays, f"{where}.{n}")
+                      for n, p, v in zip(plan.names, plan.inner, raw, strict=True)})
 
 
 def _arrays_from(meta: Any, frames: Sequence[memoryview]) -> list[np.ndarray]:

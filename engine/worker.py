@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if inbox is not None:
             bindings = {i.port: endpoints[(name, i.port)] for i in ns.inputs}
             specs = {i.port: node.input_spec(i.port) for i in ns.inputs}
-            receiver = ZmqReceiver(ctx, inbox, bindings, specs, node.stats, driver.finished,  # type: ignore[arg-type]
+            receiver = ZmqReceiver(ctx, inbox, bindings, specs, node.stats,  # type: ignore[arg-type]
                                    int(spec.zmq.max_message_mb * 1024 * 1024))
+            driver.wait_hook = receiver.pump
         routes = {port: [endpoints[d] for d in dests] for port, dests in spec.routes(name).items()}
         sender = ZmqSender(ctx, routes, driver.abort_event)
         node.bind(sender.emit)
@@ -99,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         threading.Timer(HARD_EXIT_AFTER_S, lambda: os._exit(3)).start()
 
     signal.signal(signal.SIGTERM, graceful)
-    if receiver is not None:
-        receiver.start()
     tell(ev="ready")
 
     go = threading.Event()
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         thread.join()
     sender.close()
     if receiver is not None:
-        receiver.join(1.0)
+        receiver.close()
     tell(ev="done", stats=node.stats.snapshot(), error=None if driver.error is None else str(driver.error))
     control.close(linger=1000)
     ctx.term()

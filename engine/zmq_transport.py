@@ -5,12 +5,13 @@ Each input port of a graph gets an endpoint: ``ipc://<run dir>/<node>.<port>`` o
 ``host`` is the node's ``host:`` entry or ``zmq.tcp_host``). Senders connect PUSH sockets to those
 endpoints; fan-out sends every message to each connected input, fan-in shares the bound PULL socket.
 
-Freshness and bounds are not left to ZeroMQ's high-water marks: the receiver thread drains its
-sockets into the node's :class:`Inbox`, whose policies and max ages decide what is dropped, and every
-drop is counted there. A ``block`` port that is full stops the receiver, so its socket fills to the
-HWM and the sender's PUSH waits: backpressure end to end. Every received message is validated
-(:func:`kikimimi.engine.wire.decode` and the port's message types); rejections are counted by kind
-and logged once per kind, and the node keeps running.
+Freshness and bounds are not left to ZeroMQ's high-water marks: the receiver drains its sockets
+into the node's :class:`Inbox`, whose policies and max ages decide what is dropped, and every drop is
+counted there. A ``block`` port that is full is not read, so its socket fills to the HWM and the
+sender's PUSH waits: backpressure end to end. The node's own thread reads its sockets
+(:meth:`ZmqReceiver.pump`), so there is no thread hand-off between socket and node. Every received
+message is validated (:func:`kikimimi.engine.wire.decode` and the port's message types); rejections
+are counted by kind and logged once per kind, and the node keeps running.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SCHEMES = ("ipc", "tcp")
 HWM = 1000
 LINGER_MS = 2000
 POLL_MS = 50
+ZERO_COPY_FROM = 64 * 1024
 
 
 def input_endpoints(spec: GraphSpec, scheme: str, ipc_dir: str | None = None) -> dict[tuple[str, str], str]:
@@ -81,10 +83,13 @@ class ZmqSender:
         if not socks:
             return
         frames = encode(msg)
+        # Small messages are cheaper to copy than to hand over by reference (pyzmq builds a Frame
+        # object per zero-copy part); large ones (video) go zero-copy.
+        copy = sum(len(f) for f in frames) < ZERO_COPY_FROM
         for sock in socks:
             while True:
                 try:
-                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=copy)
                     break
                 except zmq.Again:
                     # The receiver is full (a 'block' port): wait for room, unless we are aborted.
@@ -99,14 +104,19 @@ class ZmqSender:
 
 
 class ZmqReceiver:
-    """A thread that drains the bound PULL sockets of a node's input ports into its inbox."""
+    """Moves messages from the bound PULL sockets of a node's input ports into its inbox.
+
+    :meth:`pump` runs on the node's own thread (the driver calls it instead of waiting on the
+    inbox), so a message goes from socket to ``on_message`` without a thread hand-off. A ``block``
+    port whose queue is full is not read at all until there is room: its socket fills up to the HWM
+    and the sender waits, which is the backpressure that policy promises.
+    """
 
     def __init__(self, ctx: zmq.Context, inbox: Inbox, bindings: Mapping[str, str],
-                 port_specs: Mapping[str, PortSpec], stats: NodeStats, done: threading.Event,
+                 port_specs: Mapping[str, PortSpec], stats: NodeStats,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.inbox = inbox
         self.stats = stats
-        self.done = done
         self.max_message_bytes = max_message_bytes
         self.port_specs = dict(port_specs)
         self._logged_kinds: set[str] = set()
@@ -117,13 +127,8 @@ class ZmqReceiver:
             sock.setsockopt(zmq.LINGER, 0)
             sock.bind(ep)
             self._sockets[sock] = port
-        self._thread = threading.Thread(target=self._loop, name="zmq-receiver", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        self._poller = zmq.Poller()
+        self._registered: set[zmq.Socket] = set()
 
     def reject(self, kind: str, port: str, detail: str) -> None:
         """Count a rejected message and log the first one of each kind."""
@@ -134,7 +139,7 @@ class ZmqReceiver:
                         self.stats.node, port, kind, detail)
 
     def handle(self, port: str, frames: Sequence[zmq.Frame | bytes]) -> None:
-        """Validate one received message and put it into the inbox (waiting if the port blocks)."""
+        """Validate one received message and put it into the inbox (the caller made sure there is room)."""
         try:
             msg = decode(frames, self.max_message_bytes)
         except WireError as exc:
@@ -144,25 +149,35 @@ class ZmqReceiver:
         if not msg.is_control and not isinstance(msg, spec.types):
             self.reject("malformed", port, f"a {msg.type_name} arrived on a port that accepts {spec.type_names()}")
             return
-        while not self.inbox.put(port, msg, timeout=0.1):
-            if self.done.is_set():
-                return
+        self.inbox.put(port, msg, timeout=0)
 
-    def _loop(self) -> None:
-        poller = zmq.Poller()
+    def pump(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for input, then move what is there into the inbox (bounded batches)."""
+        readable = set()
+        for sock, port in self._sockets.items():
+            room = self.inbox.room(port)
+            if room > 0 and sock not in self._registered:
+                self._poller.register(sock, zmq.POLLIN)
+                self._registered.add(sock)
+            elif room == 0 and sock in self._registered:
+                self._poller.unregister(sock)
+                self._registered.discard(sock)
+        if not self._registered:
+            # Every port is full: the node has work queued, so do not wait here.
+            return
+        for sock, _ in self._poller.poll(int(timeout_s * 1000)):
+            readable.add(sock)
+        for sock in readable:
+            port = self._sockets[sock]
+            # Drain a bounded batch, never more than the port has room for, so no port starves another.
+            for _ in range(min(64, self.inbox.room(port))):
+                try:
+                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.handle(port, frames)
+
+    def close(self) -> None:
         for sock in self._sockets:
-            poller.register(sock, zmq.POLLIN)
-        try:
-            while not self.done.is_set():
-                for sock, _ in poller.poll(POLL_MS):
-                    port = self._sockets[sock]
-                    # Drain what is there, a bounded batch at a time, so no port starves another.
-                    for _ in range(64):
-                        try:
-                            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self.handle(port, frames)
-        finally:
-            for sock in self._sockets:
-                sock.close(linger=0)
+            sock.close(linger=0)
+        self._sockets.clear()
