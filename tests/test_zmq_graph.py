@@ -187,3 +187,25 @@ def test_a_node_that_dies_is_reported_and_the_rest_of_the_graph_finishes(data_di
     assert errors and "node 'vad' failed" in str(errors[0])
     # The sink got END_OF_STREAM on the dead node's behalf, closed its file and reported.
     assert "sink" in runner.results
+
+
+def test_a_graph_split_over_two_launches_with_only_matches_one_process(data_dir: Path, tmp_path: Path) -> None:
+    # What two machines do: each starts the same graph file with its own --only; edges go over tcp.
+    clip = data_dir / LIBRI
+    whole, split = tmp_path / "whole.jsonl", tmp_path / "split.jsonl"
+    Runner(vad_graph(clip, whole)).run()
+    d = vad_graph(clip, split).to_dict()
+    d["zmq"] = {"tcp_base_port": random.randint(20000, 40000)}
+    from kikimimi.engine.graph import load_graph
+
+    spec = load_graph(d)
+    machine_b = ProcessRunner(spec, scheme="tcp", only=["vad", "sink"])
+    results: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: results.setdefault("b", machine_b.run()))
+    t.start()
+    results["a"] = ProcessRunner(spec, scheme="tcp", only=["source"]).run()
+    t.join(60)
+    assert not t.is_alive()
+    assert [s["node"] for s in results["a"]] == ["source"]
+    assert [s["node"] for s in results["b"]] == ["vad", "sink"]
+    assert split.read_text() == whole.read_text()
