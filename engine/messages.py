@@ -247,3 +247,46 @@ class VadEvent(Message):
     @property
     def end_ns(self) -> int:
         return self.end_sample * 1_000_000_000 // self.sample_rate
+
+
+FEATURE_KINDS = ("whisper_log10_mel", "kaldi_fbank")
+
+
+@message_type
+@dataclass(frozen=True, slots=True, eq=False)
+class Features(Message):
+    """Feature frames ``[start_frame, start_frame + n)`` of one stream, shape (n_frames, n_bins) float32.
+
+    kind: ``whisper_log10_mel`` (Whisper's log10 power mel before its per-window normalization, which
+    the recognizer applies to the window it decodes) or ``kaldi_fbank`` (natural-log mel energies).
+    Frame ``i`` covers audio centred (Whisper) or starting (Kaldi) at sample ``i * hop`` of the stream;
+    header.sample_index is the sample index of frame ``start_frame``'s position, on the stream's clock.
+    """
+
+    frames: np.ndarray
+    kind: str
+    start_frame: int
+    hop: int
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.float32 or f.ndim != 2:
+            raise MessageError(
+                "Features.frames must be a float32 array of shape (n_frames, n_bins), got "
+                f"{getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}"
+            )
+        if self.kind not in FEATURE_KINDS:
+            raise MessageError(f"Features.kind {self.kind!r} is not allowed; allowed: {', '.join(FEATURE_KINDS)}")
+        if self.start_frame < 0:
+            raise MessageError(f"Features.start_frame must be >= 0, got {self.start_frame}")
+        if self.hop <= 0 or self.sample_rate <= 0:
+            raise MessageError(f"Features.hop and sample_rate must be positive, got {self.hop}, {self.sample_rate}")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def end_frame(self) -> int:
+        return self.start_frame + self.n_frames
