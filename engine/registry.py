@@ -23,6 +23,8 @@ BUILTIN: dict[str, str] = {
     "file_source": "kikimimi.nodes.file_source:FileSource",
     "mic_source": "kikimimi.nodes.mic_source:MicSource",
     "webrtc_vad": "kikimimi.nodes.webrtc_vad:WebrtcVad",
+    "vad": "kikimimi.nodes.vad:TwoStageVad",
+    "features": "kikimimi.nodes.features:FeatureNode",
     "console_sink": "kikimimi.nodes.console_sink:ConsoleSink",
     "jsonl_sink": "kikimimi.nodes.jsonl_sink:JsonlSink",
 }
