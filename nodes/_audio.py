@@ -34,7 +34,14 @@ def convert(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def downmix(x: np.ndarray) -> np.ndarray:
-    """Shape (n, channels) to mono shape (n, 1): the mean over channels (float32 result)."""
+    """Shape (n, channels) to mono shape (n, 1): the mean over channels, in the input's scale.
+
+    int16 input gives the rounded int16 mean; anything else gives a float32 mean.
+    """
+    if x.dtype == np.int16:
+        if x.shape[1] == 1:
+            return x
+        return np.rint(x.mean(axis=1, dtype=np.float32, keepdims=True)).astype(np.int16)
     if x.shape[1] == 1:
         return x if x.dtype == np.float32 else x.astype(np.float32)
     return x.mean(axis=1, dtype=np.float32, keepdims=True)

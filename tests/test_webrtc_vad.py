@@ -160,6 +160,12 @@ def test_float32_stereo_input_gives_the_same_events(data_dir: Path) -> None:
     assert [key(e) for e in detect(stereo)] == [key(e) for e in detect(chunks)]
 
 
+def test_int16_stereo_input_gives_the_same_events(data_dir: Path) -> None:
+    chunks = load(data_dir / CLIPS[1])
+    stereo = [replace(c, samples=np.repeat(c.samples, 2, axis=1)) for c in chunks]
+    assert [key(e) for e in detect(stereo)] == [key(e) for e in detect(chunks)]
+
+
 @pytest.mark.parametrize("rate", [8000, 32000, 48000])
 def test_other_supported_rates(data_dir: Path, rate: int) -> None:
     path = data_dir / CLIPS[1]
