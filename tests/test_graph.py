@@ -128,9 +128,9 @@ def test_yaml_syntax_error_is_a_graph_error(tmp_path: Path) -> None:
 
 def test_builder_produces_the_same_spec_as_the_default_file() -> None:
     g = GraphBuilder("default", transport="inproc", input_node="source",
-                     description="microphone or file -> voice activity detection -> console")
+                     description="microphone or file -> two-stage voice activity detection -> console")
     g.node("source", "mic_source", sample_rate=16000, chunk_ms=20)
-    g.node("vad", "webrtc_vad", mode=3, frame_ms=30).connect(
+    g.node("vad", "vad", webrtc_mode=3, min_silence_ms=300).connect(
         "audio", "source.audio", policy="block", capacity=256, max_age_ms=5000)
     g.node("console", "console_sink").connect("in", "vad.events", policy="block", capacity=256)
     assert g.build() == load_graph(DEFAULT)
