@@ -290,3 +290,53 @@ class Features(Message):
     @property
     def end_frame(self) -> int:
         return self.start_frame + self.n_frames
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognized word (or token-level unit) with its span on the stream's sample clock."""
+
+    text: str
+    start_sample: int
+    end_sample: int
+    confidence: float
+
+
+@message_type
+@dataclass(frozen=True, slots=True)
+class Transcript(Message):
+    """One revision of an utterance's transcript.
+
+    committed: the stable prefix; once published it never changes within the utterance.
+    unstable: the tail that may still change. final: the utterance ended (endpoint); committed holds
+    the whole final text and unstable is empty. start_sample/end_sample: the utterance's span on the
+    stream's audio clock; words (final results) carry their own spans. language: ISO code ("en", "ja").
+    """
+
+    utterance_id: int
+    revision: int
+    committed: str
+    unstable: str
+    final: bool
+    start_sample: int
+    end_sample: int
+    sample_rate: int
+    language: str
+    words: tuple[Word, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.utterance_id < 0 or self.revision < 0:
+            raise MessageError(
+                f"Transcript utterance_id and revision must be >= 0, got {self.utterance_id}, {self.revision}"
+            )
+        if self.final and self.unstable:
+            raise MessageError(f"a final Transcript has no unstable text, got {self.unstable!r}")
+        if self.end_sample < self.start_sample:
+            raise MessageError(f"Transcript end_sample {self.end_sample} is before start_sample {self.start_sample}")
+        if self.sample_rate <= 0:
+            raise MessageError(f"Transcript.sample_rate must be positive, got {self.sample_rate}")
+
+    @property
+    def text(self) -> str:
+        """Committed and unstable text together."""
+        return self.committed + self.unstable
