@@ -3,7 +3,8 @@
 :func:`message_to_json` gives ``{"type": ..., "header": {...}, <field>: <value>, ...}``: enums as their
 value, numpy arrays as ``{"dtype", "shape"}`` (plus ``"data"`` as nested lists when asked), numpy
 scalars as Python numbers, non-finite floats as None. :func:`message_from_json` rebuilds the message
-from that (arrays only when their data was included; a missing ``t_ns`` becomes 0).
+from that (arrays only when their data was included; a missing ``t_ns`` becomes 0; a list of objects in a
+``tuple[SomeDataclass, ...]`` field, like ``Transcript.words``, becomes a tuple of that dataclass).
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ def _from_jsonable(value: Any, hint: Any, where: str) -> Any:
         except ValueError:
             allowed = ", ".join(repr(m.value) for m in hint)
             raise MessageError(f"{where}: {value!r} is not allowed; allowed: {allowed}") from None
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis \
+            and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
+        try:  # e.g. Transcript.words: a list of objects back to a tuple of Word
+            return tuple(args[0](**v) for v in value)
+        except TypeError as e:
+            raise MessageError(f"{where}: cannot rebuild {args[0].__name__} items: {e}") from None
     if hint is np.ndarray:
         if not isinstance(value, dict) or "data" not in value:
             raise MessageError(f"{where}: array data was not included (write with include_arrays)")

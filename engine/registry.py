@@ -27,6 +27,8 @@ BUILTIN: dict[str, str] = {
     "features": "kikimimi.nodes.features:FeatureNode",
     "console_sink": "kikimimi.nodes.console_sink:ConsoleSink",
     "jsonl_sink": "kikimimi.nodes.jsonl_sink:JsonlSink",
+    "asr": "kikimimi.nodes.asr:AsrNode",
+    "fusion": "kikimimi.nodes.fusion:FusionNode",
 }
 
 _registered: dict[str, type[Node]] = {}

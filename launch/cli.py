@@ -3,6 +3,8 @@
     kikimimi run [GRAPH] [--input FILE|mic] [--transport inproc|zmq] [--output FILE.jsonl] [--stats]
     kikimimi nodes            # node kinds, their ports and parameters
     kikimimi check GRAPH      # validate a graph file and print it normalized
+    kikimimi transcribe FILE... [--model NAME|PATH] [--format text|jsonl|vtt|srt] [--language en|ja|auto]
+                        [--backend NAME] [--output PATH] [--graph GRAPH]
 
 GRAPH is a YAML file or the name of a bundled graph (``default``).
 """
@@ -130,6 +132,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from kikimimi.launch.transcribe import Progress, transcribe
+
+    transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model, args.language,
+               args.backend, Progress(sys.stderr))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kikimimi", description="Real-time streaming speech engine.")
     ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -155,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a graph and print it normalized")
     check.add_argument("graph")
     check.set_defaults(func=cmd_check)
+
+    tr = sub.add_parser("transcribe", help="transcribe files with the streaming graph, as fast as possible")
+    tr.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    tr.add_argument("--model", help="asr model: a name (base, tiny.en, ...) or a path (default: the graph's)")
+    tr.add_argument("--format", default="text", choices=["text", "jsonl", "vtt", "srt"],
+                    help="text: 'path<TAB>text' per file; jsonl: one final transcript per line; vtt/srt: subtitles")
+    tr.add_argument("--language", choices=["auto", "en", "ja"], help="language (default: the graph's)")
+    tr.add_argument("--backend", help="asr backend (e.g. sphinx for grammar commands; default: the graph's)")
+    tr.add_argument("--output", help="write here instead of stdout (vtt/srt with several files: a folder)")
+    tr.add_argument("--graph", default="default",
+                    help="graph to run (default: the bundled default graph, the same one `run` uses)")
+    tr.set_defaults(func=cmd_transcribe)
     return ap
 
 

@@ -128,11 +128,19 @@ def test_yaml_syntax_error_is_a_graph_error(tmp_path: Path) -> None:
 
 def test_builder_produces_the_same_spec_as_the_default_file() -> None:
     g = GraphBuilder("default", transport="inproc", input_node="source",
-                     description="microphone or file -> two-stage voice activity detection -> console")
+                     description="microphone or file -> two-stage VAD + features -> streaming speech "
+                                 "recognition -> fusion -> console")
     g.node("source", "mic_source", sample_rate=16000, chunk_ms=20)
     g.node("vad", "vad", webrtc_mode=3, min_silence_ms=300).connect(
         "audio", "source.audio", policy="block", capacity=256, max_age_ms=5000)
-    g.node("console", "console_sink").connect("in", "vad.events", policy="block", capacity=256)
+    g.node("features", "features").connect("audio", "source.audio", policy="block", capacity=256, max_age_ms=5000)
+    (g.node("asr", "asr", model="base", language="auto")
+     .connect("features", "features.features", policy="block", capacity=512)
+     .connect("vad", "vad.events", policy="block", capacity=256)
+     .connect("audio", "source.audio", policy="block", capacity=512))
+    g.node("fusion", "fusion").connect("transcripts", "asr.transcripts", policy="block", capacity=256)
+    g.node("console", "console_sink", vad_events="start").connect(
+        "in", "fusion.transcripts", "vad.events", policy="block", capacity=256)
     assert g.build() == load_graph(DEFAULT)
 
 
@@ -159,6 +167,6 @@ def test_cli_overrides_swap_input_and_add_output(tmp_path: Path, data_dir: Path)
     assert src.kind == "file_source" and src.params["path"] == str(clip) and src.params["speed"] == 0.0
     assert src.params["stream_id"] == "file"
     out = spec.node("output")
-    assert out.kind == "jsonl_sink" and out.inputs[0].sources == (("vad", "events"),)
+    assert out.kind == "jsonl_sink" and out.inputs[0].sources == (("fusion", "transcripts"), ("vad", "events"))
     assert spec.transport == "zmq"
     assert all(i.queue.policy is Policy.BLOCK for n in spec.nodes for i in n.inputs)

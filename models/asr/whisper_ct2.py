@@ -1,0 +1,401 @@
+"""Whisper through CTranslate2: the shared model and its batched decode.
+
+:class:`WhisperCT2` loads a CTranslate2 Whisper directory (found by
+:func:`~kikimimi.models.asr.resolve.resolve_model`) on ``cpu`` with int8 or ``cuda`` with float16
+(``device="auto"`` picks CUDA when CTranslate2 sees a GPU). It eats the front end's own
+``whisper_log10_mel`` frames, so features are computed once, incrementally, by the feature node.
+
+:meth:`WhisperCT2.decode` serves any number of :class:`WhisperRequest` (from any streams) with one
+batched encoder call; language detection, generation and word alignment reuse that encoder output
+(generation is grouped by prompt length, which CTranslate2 requires to be equal within a batch).
+
+Padding: Whisper was trained on 30 s windows, and padding every input to 30 s is what makes short
+utterances expensive. A window is padded with silence (the log-mel of zeros, then Whisper's
+normalization over the window) to ``len + pad_frames`` but at least ``min_frames``. Measured on the 70
+LibriSpeech clips with base, int8, greedy (``bench/asr_latency.py`` reruns it with ``--padding``):
+3000 frames (faster-whisper's way) 12.1 % WER in 46 s; +300 / min 1000 frames 12.0 % in 19 s with
+the segment guards below; +100 frames loops on most clips (160 % WER).
+
+Guards against looping and hallucination, applied to every hypothesis: a generated segment that
+starts within ``0.3 s`` of the end of the real audio, or repeats an earlier segment of the window
+word for word, ends the hypothesis; a run of tokens repeated back to back (three copies of 4+ tokens,
+five of shorter runs) is cut to one copy; generated text that repeats 8 tokens of the prompt, the
+prefix or itself is cut there; the number of generated tokens is capped by the window's duration.
+
+The per-stream state (LocalAgreement, trimming, word timing on the stream's clock) is
+:class:`~kikimimi.models.asr.whisper_stream.WhisperStream`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kikimimi.engine.errors import MissingDependency, ParamError
+from kikimimi.models.asr.hallucination import find_loop
+from kikimimi.models.asr.policy import StreamPolicy
+from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream
+from kikimimi.models.asr.resolve import ResolvedModel, resolve_model
+from kikimimi.models.asr.text import normalize
+from kikimimi.models.asr.whisper_stream import WhisperStream
+
+log = logging.getLogger("kikimimi.asr.whisper")
+
+DEVICES = ("auto", "cpu", "cuda")
+MAX_FRAMES = 3000                # Whisper's 30 s window
+SILENCE_LOG10 = -10.0            # log10 of the floor (1e-10): the log-mel of digital silence
+TIME_PRECISION = 0.02            # seconds per timestamp token
+FRAMES_PER_SECOND = 100
+MAX_CONTEXT_TOKENS = 223         # Whisper's limit on previous-text tokens (max_length // 2 - 1)
+CONTEXT_BUCKETS = (0, 16, 32, 64, 128, MAX_CONTEXT_TOKENS)
+END_GUARD_S = 0.3
+_TRAILING_PUNCT = set(".,!?:;\"')]}、。」』】…\uff0c\uff0e\uff01\uff1f\uff1a\uff1b\uff09")  # + fullwidth
+
+
+def _import_ct2() -> Any:
+    try:
+        import ctranslate2
+    except ImportError as e:
+        raise MissingDependency("ctranslate2 (Whisper backend)", "pip install 'kikimimi[asr]'") from e
+    return ctranslate2
+
+
+def _import_tokenizer() -> tuple[Any, Any]:
+    try:
+        import tokenizers
+        from faster_whisper.tokenizer import Tokenizer
+    except ImportError as e:
+        raise MissingDependency("faster-whisper's tokenizer (Whisper backend)", "pip install 'kikimimi[asr]'") from e
+    return tokenizers, Tokenizer
+
+
+ECHO_TOKENS = 8
+
+
+def _first_echo(gen: Sequence[int], before: Sequence[int], n: int = ECHO_TOKENS) -> int:
+    """Index in ``gen`` where a run of ``n`` tokens starts that already occurred in ``before`` or earlier
+    in ``gen`` (the model repeating its prompt or itself); ``len(gen)`` if none."""
+    seen: set[tuple[int, ...]] = set()
+    hist = list(before)
+    for j in range(len(hist) - n + 1):
+        seen.add(tuple(hist[j:j + n]))
+    for j in range(len(gen) - n + 1):
+        gram = tuple(gen[j:j + n])
+        if gram in seen:
+            return j
+        if j >= n:
+            seen.add(tuple(gen[j - n:j]))
+    return len(gen)
+
+
+def _language_codes() -> tuple[str, ...]:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return tuple(_LANGUAGE_CODES)
+
+
+@dataclass(eq=False)
+class WhisperRequest(DecodeRequest):
+    """Decode ``frames`` (raw log10 mel, (n, n_mels)) after ``context`` tokens, forcing ``prefix`` tokens.
+
+    language: ISO code, or None to detect it. want_words: align words. max_new_tokens: generation cap.
+    kind: "partial", "advance" (a long buffer must be cut) or "final".
+    """
+
+    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 80), np.float32))
+    context: list[int] = field(default_factory=list)
+    prefix: list[int] = field(default_factory=list)
+    language: str | None = None
+    want_words: bool = False
+    max_new_tokens: int = 100
+    kind: str = "partial"
+
+
+@dataclass(frozen=True, slots=True)
+class AlignedWord:
+    """A word of the decoded text with its span in seconds from the window start."""
+
+    text: str
+    n_tokens: int
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass(eq=False)
+class WhisperOutput:
+    """What one request decoded to.
+
+    tokens: the text tokens of prefix + generated text (timestamps removed, guards applied).
+    segment_ends: (text-token count, time in s) where a Whisper segment ended. words: aligned words of
+    ``tokens`` (want_words only). cost_s: wall time of the whole decode call. end_s: where (s from the
+    window start) the last kept segment ended by its timestamp, None if it did not say.
+    """
+
+    language: str
+    language_probability: float
+    tokens: list[int]
+    n_prefix: int
+    segment_ends: list[tuple[int, float]]
+    words: list[AlignedWord] | None
+    no_speech_prob: float
+    avg_logprob: float
+    cost_s: float
+    end_s: float | None = None
+
+
+class WhisperCT2(Recognizer):
+    """A Whisper model on CTranslate2, shared by every stream; see the module docstring."""
+
+    feature_kind = "whisper_log10_mel"
+
+    def __init__(self, model: str = "base", device: str = "auto", compute_type: str = "default",
+                 threads: int = 0, beam_size: int = 1, pad_frames: int = 300, min_frames: int = 1000,
+                 resolved: ResolvedModel | None = None, policy: StreamPolicy | None = None) -> None:
+        if device not in DEVICES:
+            raise ParamError(f"device={device!r} is not allowed; allowed: {', '.join(DEVICES)}")
+        if beam_size < 1:
+            raise ParamError(f"beam_size={beam_size!r} is not allowed; allowed: an int >= 1")
+        if not 0 <= pad_frames < MAX_FRAMES or not 0 <= min_frames <= MAX_FRAMES:
+            raise ParamError(f"pad_frames={pad_frames}, min_frames={min_frames} are not allowed; allowed: "
+                             f"0 <= pad_frames < {MAX_FRAMES}, 0 <= min_frames <= {MAX_FRAMES}")
+        ct2 = _import_ct2()
+        tokenizers, tokenizer_cls = _import_tokenizer()
+        self.resolved = resolved if resolved is not None else resolve_model(model)
+        if device == "auto":
+            device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
+        if compute_type == "default":
+            compute_type = "float16" if device == "cuda" else "int8"
+        self.device, self.compute_type = device, compute_type
+        self.model = ct2.models.Whisper(str(self.resolved.path), device=device, compute_type=compute_type,
+                                        intra_threads=threads)
+        self._ct2 = ct2
+        self.name = f"whisper-{self.resolved.name}"
+        self.n_bins = int(self.model.n_mels)
+        self.multilingual = bool(self.model.is_multilingual)
+        self.beam_size = int(beam_size)
+        self.pad_frames, self.min_frames = int(pad_frames), int(min_frames)
+        self.max_window = MAX_FRAMES - self.pad_frames
+        self._hf = tokenizers.Tokenizer.from_file(str(self.resolved.path / "tokenizer.json"))
+        self._tokenizer_cls = tokenizer_cls
+        self._tokenizers: dict[str | None, Any] = {}
+        base = self.tokenizer("en" if self.multilingual else None)
+        self.eot, self.timestamp_begin = base.eot, base.timestamp_begin
+        self.languages = tuple(_language_codes()) if self.multilingual else ("en",)
+        self._space_tokens: dict[int, bool] = {}
+        self.policy = policy if policy is not None else StreamPolicy()
+
+    # ------------------------------------------------------------------ tokens
+    def tokenizer(self, language: str | None) -> Any:
+        """faster-whisper's Tokenizer for ``language`` (None: English-only models)."""
+        key = language if self.multilingual else None
+        tok = self._tokenizers.get(key)
+        if tok is None:
+            tok = self._tokenizers[key] = self._tokenizer_cls(self._hf, self.multilingual, task="transcribe",
+                                                              language=key)
+        return tok
+
+    def decode_text(self, tokens: Sequence[int]) -> str:
+        """Text of text tokens (special and timestamp tokens dropped)."""
+        return self._hf.decode([t for t in tokens if t < self.eot], skip_special_tokens=False)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self._hf.encode(text, add_special_tokens=False).ids
+
+    def starts_word(self, token: int) -> bool:
+        """True if ``token``'s text begins with a space (it starts a new word)."""
+        v = self._space_tokens.get(token)
+        if v is None:
+            v = self._space_tokens[token] = self._hf.id_to_token(token).startswith("\u0120")
+        return v
+
+    # ------------------------------------------------------------------ Recognizer
+    def new_stream(self, language: str = AUTO) -> RecognizerStream:
+        if language != AUTO and language not in self.languages:
+            raise ParamError(f"language={language!r} is not allowed for {self.name}; allowed: auto, "
+                             f"{', '.join(self.languages[:12])}{', ...' if len(self.languages) > 12 else ''}")
+        return WhisperStream(self, language)
+
+    def warmup(self) -> None:
+        """Decode 1 s of silence once (loads the weights into caches, builds the kernels)."""
+        self._run([WhisperRequest(None, False, np.full((100, self.n_bins), SILENCE_LOG10, np.float32),  # type: ignore[arg-type]
+                                  language="en", max_new_tokens=4)])
+
+    def decode(self, requests: Sequence[DecodeRequest]) -> list[Any]:
+        reqs: list[WhisperRequest] = []
+        for r in requests:
+            if not isinstance(r, WhisperRequest):
+                raise ParamError(f"WhisperCT2.decode got a {type(r).__name__}; allowed: WhisperRequest")
+            reqs.append(r)
+        return self._run(reqs) if reqs else []
+
+    # ------------------------------------------------------------------ internals
+    def _features(self, reqs: Sequence[WhisperRequest]) -> tuple[np.ndarray, list[int]]:
+        """Batch (B, n_mels, L) of normalized, silence-padded windows, and each window's real length."""
+        lengths = [min(int(r.frames.shape[0]), self.max_window) for r in reqs]
+        total = min(MAX_FRAMES, max(max(lengths) + self.pad_frames, self.min_frames))
+        batch = np.empty((len(reqs), self.n_bins, total), np.float32)
+        for i, (r, n) in enumerate(zip(reqs, lengths, strict=True)):
+            x = r.frames[-n:] if n else r.frames[:0]
+            top = float(x.max()) if n else SILENCE_LOG10
+            low = max(top - 8.0, SILENCE_LOG10)
+            w = batch[i]
+            w[:, :n] = np.maximum(x, low).T
+            w[:, n:] = low
+            w += 4.0
+            w /= 4.0
+        return batch, lengths
+
+    def _run(self, reqs: list[WhisperRequest]) -> list[WhisperOutput]:
+        t0 = time.perf_counter()
+        feats, lengths = self._features(reqs)
+        # on the host either way: one copy of a few MB, and subsets for grouped calls are plain numpy slices
+        enc = self.model.encode(self._ct2.StorageView.from_array(feats), to_cpu=True)
+        enc_np = np.asarray(enc)
+        langs: list[tuple[str, float]] = []
+        detect = [i for i, r in enumerate(reqs) if r.language is None and self.multilingual]
+        found: dict[int, tuple[str, float]] = {}
+        if detect:
+            sub = enc if len(detect) == len(reqs) else self._subset(enc, enc_np, detect)
+            for i, res in zip(detect, self.model.detect_language(sub), strict=True):
+                code, p = res[0]
+                found[i] = (code[2:-2], float(p))
+        for i, r in enumerate(reqs):
+            langs.append(found.get(i, (r.language or "en", 1.0)))
+        # group by (context bucket): the start-of-transcript token must sit at the same position
+        prompts: list[list[int]] = []
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(reqs):
+            tok = self.tokenizer(langs[i][0])
+            ctx = r.context[-MAX_CONTEXT_TOKENS:]
+            bucket = max(b for b in CONTEXT_BUCKETS if b <= len(ctx))
+            ctx = ctx[len(ctx) - bucket:] if bucket else []
+            prompt = ([tok.sot_prev, *ctx] if ctx else []) + list(tok.sot_sequence)
+            if r.prefix:
+                prompt += [tok.timestamp_begin, *r.prefix]
+            prompts.append(prompt)
+            groups.setdefault(bucket, []).append(i)
+        results: list[Any] = [None] * len(reqs)
+        for idx in groups.values():
+            sub = enc if len(idx) == len(reqs) else self._subset(enc, enc_np, idx)
+            max_new = max(reqs[i].max_new_tokens for i in idx)
+            max_len = min(448, max(len(prompts[i]) for i in idx) + max_new)
+            res = self.model.generate(sub, [prompts[i] for i in idx], beam_size=self.beam_size,
+                                      max_length=max_len, return_scores=True, return_no_speech_prob=True,
+                                      suppress_blank=True, suppress_tokens=[-1])
+            for i, rr in zip(idx, res, strict=True):
+                results[i] = rr
+        outs: list[WhisperOutput] = []
+        for i, r in enumerate(reqs):
+            rr = results[i]
+            seq = list(rr.sequences_ids[0])
+            tokens, seg_ends, end_s = self._guard(seq, len(r.prefix), lengths[i] / FRAMES_PER_SECOND,
+                                                  r.max_new_tokens, r.context)
+            score = float(rr.scores[0]) if rr.scores else 0.0
+            outs.append(WhisperOutput(langs[i][0], langs[i][1], tokens, len(r.prefix), seg_ends, None,
+                                      float(rr.no_speech_prob), score, 0.0, end_s))
+        want = [i for i, r in enumerate(reqs) if r.want_words and outs[i].tokens]
+        if want:
+            self._align(enc, enc_np, want, reqs, outs, lengths, langs)
+        cost = time.perf_counter() - t0
+        for o in outs:
+            o.cost_s = cost
+        return outs
+
+    def _subset(self, enc: Any, enc_np: np.ndarray, idx: list[int]) -> Any:
+        return self._ct2.StorageView.from_array(np.ascontiguousarray(enc_np[idx]))
+
+    def _guard(self, seq: list[int], n_prefix: int, duration_s: float, max_new: int,
+               context: Sequence[int] = ()) -> tuple[list[int], list[tuple[int, float]], float | None]:
+        """Text tokens of a generated sequence with the looping guards applied, the segment ends
+        (text-token count, closing time in s), and the closing time of the last kept segment (None if
+        the text ran on without one)."""
+        tb, eot = self.timestamp_begin, self.eot
+        text: list[int] = []
+        seg_ends: list[tuple[int, float]] = []
+        seen: set[str] = set()
+        seg_start_tok = 0
+        i = 0
+        # the sequence is [<|0.00|>, prefix..., generated...] with a prefix, else generated from the start
+        while i < len(seq):
+            t = seq[i]
+            if t == eot:
+                break
+            if t >= tb:
+                ts = (t - tb) * TIME_PRECISION
+                if len(text) > seg_start_tok:          # a segment's closing timestamp
+                    seg = normalize(self.decode_text(text[seg_start_tok:]))
+                    if seg and seg in seen and len(text) > n_prefix:
+                        text = text[:seg_start_tok]
+                        break
+                    seen.add(seg)
+                    seg_ends.append((len(text), ts))
+                    seg_start_tok = len(text)
+                elif ts >= duration_s - END_GUARD_S and len(text) >= n_prefix:   # a segment opening past the audio
+                    break
+                i += 1
+                continue
+            text.append(t)
+            i += 1
+        gen = text[n_prefix:n_prefix + max_new]
+        loop = find_loop(gen, min_period=4, min_repeats=3, short_period_repeats=5)
+        if loop is not None:
+            gen = gen[:loop[0]]
+        gen = gen[:_first_echo(gen, [*context, *text[:n_prefix]])]
+        tokens = text[:n_prefix] + gen
+        ends = [(n, t) for n, t in seg_ends if n <= len(tokens)]
+        end_s = ends[-1][1] if ends and ends[-1][0] == len(tokens) else None
+        return tokens, ends, end_s
+
+    def _align(self, enc: Any, enc_np: np.ndarray, want: list[int], reqs: list[WhisperRequest],
+               outs: list[WhisperOutput], lengths: list[int], langs: list[tuple[str, float]]) -> None:
+        by_lang: dict[str, list[int]] = {}
+        for i in want:
+            by_lang.setdefault(langs[i][0], []).append(i)
+        for lang, idx in by_lang.items():
+            tok = self.tokenizer(lang)
+            sub = enc if len(idx) == len(reqs) else self._subset(enc, enc_np, idx)
+            res = self.model.align(sub, list(tok.sot_sequence), [outs[i].tokens for i in idx],
+                                   [max(2, lengths[i]) for i in idx], median_filter_width=7)
+            for i, a in zip(idx, res, strict=True):
+                outs[i].words = self._words(tok, outs[i].tokens, a)
+
+    def _words(self, tok: Any, tokens: list[int], alignment: Any) -> list[AlignedWord]:
+        """Words of ``tokens`` with times from a CTranslate2 alignment (faster-whisper's method)."""
+        words, word_tokens = tok.split_to_word_tokens([*tokens, tok.eot])
+        if len(word_tokens) <= 1:
+            return []
+        pairs = alignment.alignments
+        text_idx = np.array([p[0] for p in pairs])
+        time_idx = np.array([p[1] for p in pairs])
+        probs = list(alignment.text_token_probs)
+        bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+        jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
+        jump_s = time_idx[jumps] / (FRAMES_PER_SECOND / 2)
+        if len(jump_s) < bounds[-1] + 1:
+            jump_s = np.pad(jump_s, (0, bounds[-1] + 1 - len(jump_s)), mode="edge")
+        out: list[AlignedWord] = []
+        for k, (w, wt) in enumerate(zip(words[:-1], word_tokens[:-1], strict=True)):
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            p = float(np.mean(probs[a:b])) if b > a and probs[a:b] else 0.0
+            if out and w.strip() and all(ch in _TRAILING_PUNCT for ch in w.strip()):
+                prev = out[-1]        # trailing punctuation joins the word before it
+                out[-1] = AlignedWord(prev.text + w, prev.n_tokens + len(wt), prev.start_s, prev.end_s,
+                                      prev.probability)
+                continue
+            out.append(AlignedWord(w, len(wt), float(jump_s[a]), float(jump_s[b]), p))
+        return out
+
+
+def from_params(p: Any) -> WhisperCT2:
+    """A :class:`WhisperCT2` from the asr node's parameters (model, device, compute_type, threads,
+    beam_size, pad_ms, min_window_ms, agreement, commit_after_ms, trim_after_s, force_after_s)."""
+    policy = StreamPolicy(agreement_n=p.agreement, trim_after_s=p.trim_after_s, force_after_s=p.force_after_s,
+                          commit_after_s=p.commit_after_ms / 1000)
+    return WhisperCT2(p.model, p.device, p.compute_type, p.threads, p.beam_size,
+                      pad_frames=p.pad_ms // 10, min_frames=p.min_window_ms // 10, policy=policy)

@@ -1,0 +1,418 @@
+"""Per-stream state of the Whisper backend: LocalAgreement over re-decoded buffers, trimming, words.
+
+A :class:`WhisperStream` keeps the stream's feature frames in a frame ring (an ``AudioRing`` of
+``n_mels`` float32 channels, addressed by frame index) and maps frames to the stream's sample clock
+through anchors taken from the Features headers. For the open utterance it keeps:
+
+* ``trimmed``: committed tokens whose audio was cut from the buffer; they go in as the prompt
+  (Whisper's previous-text context), after the last ``context_tokens`` of the stream's previous
+  final text when that ended at most ``context_gap_s`` before (and is in the same language);
+* ``committed``: committed tokens whose audio is still in the buffer; they go in as the forced
+  prefix, so every new hypothesis continues the committed text;
+* ``tail``: the last hypothesis' uncommitted tokens (the unstable text).
+
+A partial decode re-decodes the buffer; :class:`~kikimimi.models.asr.policy.LocalAgreement` commits
+what the newest hypothesis and one decoded at least ``agreement_gap_s`` earlier agree on (nothing
+before the utterance is ``commit_after_s`` long), ending at a word boundary (a token starting with
+a space) or, for unspaced languages, at a whole character. Once the buffer is longer than
+``trim_after_s`` it is cut at the end of the last committed Whisper segment (its timestamp token);
+past ``force_after_s``, or when the buffer reaches the model's window (an "advance" decode that
+commits its complete words), after a committed word by the aligned word times
+(:func:`~kikimimi.models.asr.policy.trim_point`). The final decode (after the VAD endpoint) commits
+everything and aligns the words, mapped onto the stream's sample clock; if Whisper closes its text
+more than ``seek_s`` before the end of the audio, the rest is decoded again from there (faster-whisper's
+seek). An utterance that starts at most ``carry_gap_s`` after the previous one begins its window at
+that one's last words (up to ``carry_s``), their text forced as prefix and never published: a short
+utterance after a pause is heard in context ("ask not" after "and so my fellow Americans").
+
+Nothing is published for non-speech: a hypothesis Whisper itself calls speechless (no-speech
+probability > 0.7, or > 0.6 with average log-probability < -1; measured on white, brown and hum noise
+and digital silence, where Whisper base gives 0.67..0.93, and on speech, where it stays below 0.3 once
+there is more than half a second of it) is empty, unstable text that is only a known
+silence phrase is not shown while nothing is committed, and a final made only of a silence phrase
+with weak evidence (no-speech probability > 0.2 or average log-probability < -0.5) is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kikimimi.engine.errors import ParamError
+from kikimimi.engine.messages import Word
+from kikimimi.engine.ring import AudioRing
+from kikimimi.models.asr.hallucination import is_silence_phrase
+from kikimimi.models.asr.policy import LocalAgreement, StreamPolicy, TimedWord, trim_point
+from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, RecognizerStream, Revision
+from kikimimi.models.asr.text import is_unspaced, join_text, tidy
+
+if TYPE_CHECKING:
+    from kikimimi.models.asr.whisper_ct2 import AlignedWord, WhisperCT2, WhisperOutput, WhisperRequest
+
+log = logging.getLogger("kikimimi.asr.whisper")
+
+FPS = 100
+SILENCE_LOG10 = -10.0
+
+
+@dataclass(eq=False)
+class _Utterance:
+    start_sample: int
+    start_frame: int
+    buf_start: int
+    language: str | None
+    agreement: LocalAgreement[int]
+    end_sample: int | None = None
+    end_frame: int | None = None
+    context: list[int] = field(default_factory=list)
+    carry: int = 0
+    trimmed: list[int] = field(default_factory=list)
+    committed: list[int] = field(default_factory=list)
+    tail: list[int] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
+    last_decoded: int = 0
+    pub_committed: str = ""
+    pub_unstable: str = ""
+    published: bool = False
+    pending: bool = False
+
+
+class WhisperStream(RecognizerStream):
+    """One stream's Whisper recognition state; see the module docstring."""
+
+    def __init__(self, model: WhisperCT2, language: str = AUTO) -> None:
+        self.model = model
+        self.language = language
+        self.policy: StreamPolicy = getattr(model, "policy", StreamPolicy())
+        self.hop = model.hop
+        self._ring_frames = int(self.policy.ring_s * FPS)
+        self.reset()
+
+    # ------------------------------------------------------------------ clock
+    def reset(self) -> None:
+        self._ring: AudioRing | None = None
+        self._anchors: list[tuple[int, int]] = []   # (frame, sample) where the frame->sample map restarts
+        self._utt: _Utterance | None = None
+        self._last: Revision | None = None
+        self._history: list[int] = []     # tokens of the last utterances' final text
+        self._history_end = 0
+        self._history_lang = ""
+        self._skip = 0
+        self.utterance_open = False
+
+    @property
+    def frames_end(self) -> int:
+        return 0 if self._ring is None else self._ring.write_index
+
+    def sample_of(self, frame: int) -> int:
+        """Sample index (stream clock) of frame ``frame``'s centre."""
+        if not self._anchors:
+            return frame * self.hop
+        f0, s0 = self._anchors[0]
+        for f, s in self._anchors:
+            if f <= frame:
+                f0, s0 = f, s
+            else:
+                break
+        return s0 + (frame - f0) * self.hop
+
+    def frame_of(self, sample: int) -> int:
+        """First frame whose centre is at or after ``sample`` (stream clock)."""
+        if not self._anchors:
+            return -(-sample // self.hop)
+        f0, s0 = self._anchors[0]
+        for f, s in self._anchors:
+            if s <= sample:
+                f0, s0 = f, s
+            else:
+                break
+        return f0 + max(0, -(-(sample - s0) // self.hop))
+
+    def accept(self, frames: np.ndarray, start_frame: int, sample_index: int) -> None:
+        n = int(frames.shape[0])
+        if frames.ndim != 2 or frames.shape[1] != self.model.n_bins:
+            raise ParamError(f"frames must have shape (n, {self.model.n_bins}), got {frames.shape}")
+        if self._ring is None or start_frame > self._ring.write_index + self._ring_frames // 2 \
+                or start_frame < self._ring.oldest_index:
+            self._ring = AudioRing(self._ring_frames, self.model.n_bins, np.float32, start_index=start_frame)
+            self._anchors = []
+        ring = self._ring
+        if start_frame > ring.write_index:       # a gap in the frame clock: fill with silence
+            ring.write(np.full((start_frame - ring.write_index, self.model.n_bins), SILENCE_LOG10, np.float32))
+        skip = ring.write_index - start_frame
+        if skip >= n:
+            return
+        if not self._anchors or self.sample_of(start_frame) != sample_index:
+            self._anchors.append((start_frame, sample_index))
+            oldest = ring.oldest_index
+            while len(self._anchors) > 1 and self._anchors[1][0] <= oldest:
+                self._anchors.pop(0)
+        ring.write(frames[skip:] if skip > 0 else frames)
+
+    # ------------------------------------------------------------------ utterances
+    def begin(self, start_sample: int) -> None:
+        if self._utt is not None and self.utterance_open:
+            log.warning("utterance at sample %d begins while the one from %d is open; dropping that one",
+                        start_sample, self._utt.start_sample)
+        f = self.frame_of(start_sample)
+        if self._ring is not None:
+            f = max(f, self._ring.oldest_index)
+        lang = None if self.language == AUTO else self.language
+        if not self.model.multilingual:
+            lang = "en"
+        agreement: LocalAgreement[int] = LocalAgreement(self.policy.agreement_n, int(self.policy.agreement_gap_s * FPS))
+        self._utt = _Utterance(start_sample, f, f, lang, agreement, last_decoded=f)
+        gap_s = (start_sample - self._history_end) / self.model.sample_rate
+        if self._history and 0 <= gap_s <= self.policy.context_gap_s and lang in (None, self._history_lang):
+            self._utt.context = list(self._history)
+            if gap_s <= self.policy.carry_gap_s:
+                self._carry(self._utt)
+        self._last = None
+        self.utterance_open = True
+
+    def _carry(self, u: _Utterance) -> None:
+        """Start the window at the previous utterance's last words, their text forced as prefix: a
+        short utterance after a pause is heard with the speech before it, as in one long window. The
+        carried tokens are never published (``u.carry``) and their words are not reported."""
+        prev = self._last
+        if prev is None or not prev.words or self._ring is None:
+            return
+        lo = max(u.start_sample - int(self.policy.carry_s * self.model.sample_rate),
+                 self.sample_of(self._ring.oldest_index))
+        words = [w for w in prev.words if w.start_sample >= lo][-self.policy.carry_words:]
+        if not words:
+            return
+        text = join_text([w.text for w in words], self._history_lang)
+        tokens = self.model.encode_text(text if is_unspaced(self._history_lang) else " " + text)
+        if not tokens or tokens != self._history[-len(tokens):]:
+            return              # the words do not spell the end of the final text: no carry
+        u.buf_start = max(min(self.frame_of(words[0].start_sample), u.start_frame), self._ring.oldest_index)
+        u.committed = list(tokens)
+        u.carry = len(tokens)
+
+    def endpoint(self, end_sample: int) -> None:
+        u = self._utt
+        if u is None or not self.utterance_open:
+            return
+        u.end_sample = max(end_sample, u.start_sample)
+        u.end_frame = max(self.frame_of(u.end_sample), u.start_frame)
+
+    def step(self, interval_frames: int, partial: bool = True) -> DecodeRequest | None:
+        u = self._utt
+        if u is None or not self.utterance_open or u.pending or self._ring is None:
+            return None
+        end = self.frames_end
+        if u.buf_start < self._ring.oldest_index:
+            log.warning("stream fell %d frames behind its frame ring; resuming at the oldest frame held",
+                        self._ring.oldest_index - u.buf_start)
+            u.buf_start = self._ring.oldest_index
+        if u.end_frame is not None:
+            target = u.end_frame
+            if end < target:
+                return None
+            if target - u.buf_start > self.model.max_window:
+                return self._request(u, u.buf_start + self.model.max_window, "advance")
+            return self._request(u, target, "final")
+        if end - u.buf_start > self.model.max_window:
+            return self._request(u, u.buf_start + self.model.max_window, "advance")
+        first = u.last_decoded == u.start_frame    # the first partial comes as soon as there is enough audio
+        if partial and (first or end - u.last_decoded >= interval_frames) \
+                and end - u.buf_start >= self.policy.min_partial_s * FPS:
+            return self._request(u, end, "partial")
+        return None
+
+    def _request(self, u: _Utterance, end: int, kind: str) -> WhisperRequest:
+        from kikimimi.models.asr.whisper_ct2 import WhisperRequest
+
+        assert self._ring is not None
+        frames = self._ring.view(u.buf_start, end).copy()
+        dur = (end - u.buf_start) / FPS
+        u.pending = True
+        req = WhisperRequest(self, kind == "final", frames, u.context + u.trimmed, list(u.committed), u.language,
+                             want_words=kind != "partial" or dur >= self.policy.trim_after_s,
+                             max_new_tokens=int(24 + 12 * dur), kind=kind)
+        req.utt = u  # type: ignore[attr-defined]
+        req.carry = max(0, u.carry - len(u.trimmed))  # type: ignore[attr-defined]
+        req.start_frame = u.buf_start  # type: ignore[attr-defined]
+        req.end_frame = end  # type: ignore[attr-defined]
+        return req
+
+    # ------------------------------------------------------------------ results
+    def _boundary(self, lang: str) -> Any:
+        model = self.model
+        unspaced = is_unspaced(lang)
+
+        def ok(seq: list[int], k: int) -> bool:
+            if k >= len(seq):
+                return False
+            if unspaced:
+                return not model.decode_text(seq[max(0, k - 4):k]).endswith("\ufffd")
+            return model.starts_word(seq[k])
+        return ok
+
+    def apply(self, request: DecodeRequest, output: Any) -> Revision | None:
+        u: _Utterance | None = getattr(request, "utt", None)
+        if u is None or u is not self._utt:
+            return None
+        u.pending = False
+        self._skip = int(getattr(request, "carry", 0))
+        out: WhisperOutput = output
+        kind = request.kind  # type: ignore[attr-defined]
+        start_frame: int = request.start_frame  # type: ignore[attr-defined]
+        end_frame: int = request.end_frame  # type: ignore[attr-defined]
+        u.last_decoded = end_frame
+        dur = (end_frame - start_frame) / FPS
+        if u.language is None and (kind != "partial" or end_frame - u.start_frame >= self.policy.commit_after_s * FPS
+                                   or out.language_probability >= 0.9):
+            u.language = out.language      # fixed for the rest of the utterance once there is enough audio
+        lang = u.language or out.language
+        gen = list(out.tokens[out.n_prefix:])
+        pol = self.policy
+        speechless = out.no_speech_prob > pol.no_speech_strong or (
+            out.no_speech_prob > pol.no_speech_threshold and out.avg_logprob < pol.logprob_threshold)
+        if speechless or (gen and is_silence_phrase(self.model.decode_text(gen), lang) and (
+                out.no_speech_prob > pol.phrase_no_speech or out.avg_logprob < pol.phrase_logprob)):
+            gen = []
+        if kind == "partial":
+            if end_frame - u.start_frame >= self.policy.commit_after_s * FPS:
+                k = u.agreement.update(gen, self._boundary(lang), end_frame)
+            else:
+                k = 0
+        elif kind == "advance":
+            ok = self._boundary(lang)
+            k = max((j for j in range(len(gen)) if ok(gen, j)), default=0)
+            u.agreement.reset()
+        else:
+            k = len(gen)
+        u.committed += gen[:k]
+        u.tail = gen[k:]
+        if out.words and kind != "final":
+            self._trim(u, out, start_frame, dur, kind == "advance")
+        if kind == "advance" and u.buf_start == start_frame:
+            # no word boundary to cut at: commit the whole hypothesis and move past the window
+            u.committed += u.tail
+            u.tail = []
+            u.words += self._map_words(out.words or [], start_frame, u)
+            u.trimmed += u.committed
+            u.committed = []
+            u.buf_start = end_frame
+        if kind == "final" and out.end_s is not None and dur - out.end_s > self.policy.seek_s \
+                and out.end_s * FPS >= 50 and not speechless and (gen or out.n_prefix):
+            # Whisper ended its text well before the audio ends: commit it, cut the buffer where it
+            # ended, and decode the rest (faster-whisper's seek)
+            u.words += self._map_words(out.words or [], start_frame, u)
+            u.trimmed += u.committed
+            u.committed = []
+            u.buf_start = start_frame + round(out.end_s * FPS)
+            u.agreement.reset()
+            return self._publish(u, out, lang, False, self.sample_of(end_frame))
+        if kind == "partial" and out.end_s is not None and not u.tail and dur - out.end_s > self.policy.seek_s \
+                and out.end_s * FPS >= 50 and out.tokens[:len(u.committed)] == u.committed and u.committed \
+                and out.words:
+            # everything the buffer says is committed and Whisper marked where it ends: cut there
+            u.words += self._map_words(out.words, start_frame, u)
+            u.trimmed += u.committed
+            u.committed = []
+            u.buf_start = start_frame + round(out.end_s * FPS)
+            u.agreement.reset()
+        if kind == "final":
+            if out.words:
+                u.words += self._map_words(out.words, start_frame, u)
+            self.utterance_open = False
+        return self._publish(u, out, lang, kind == "final", self.sample_of(end_frame))
+
+    def _trim(self, u: _Utterance, out: WhisperOutput, start_frame: int, dur: float, force: bool) -> None:
+        """Cut the buffer after committed text: at the last committed Whisper segment end once the buffer
+        is longer than trim_after_s (the segment's own timestamp is the cut), else (past force_after_s,
+        or forced) after a committed word by the aligned word times."""
+        n_committed = len(u.committed)
+        if not n_committed or out.tokens[:n_committed] != u.committed:
+            return
+        pol = self.policy
+        cut: tuple[int, float] | None = None
+        if dur >= pol.trim_after_s or force:
+            segs = [(n, t) for n, t in out.segment_ends if 0 < n <= n_committed and 0.5 <= t <= dur - 0.5]
+            if segs:
+                cut = segs[-1]
+        words: list[TimedWord] = []
+        units = 0
+        for w in out.words or []:
+            units += w.n_tokens
+            words.append(TimedWord(w.text, units, w.start_s, w.end_s, w.probability))
+        if cut is None and words:
+            point = trim_point(words, n_committed, dur, 0.0 if force else pol.force_after_s,
+                               0.0 if force else pol.force_after_s)
+            if point is not None:
+                cut = (words[point[0] - 1].units_end, point[1])
+        if cut is None:
+            return
+        n_tok, cut_s = cut
+        n_words = sum(1 for w in words if w.units_end <= n_tok)
+        u.words += self._map_words((out.words or [])[:n_words], start_frame, u)
+        u.trimmed += u.committed[:n_tok]
+        u.committed = u.committed[n_tok:]
+        u.buf_start = start_frame + round(cut_s * FPS)
+
+    def _map_words(self, words: list[AlignedWord], start_frame: int, u: _Utterance) -> list[Word]:
+        """Words of a window (from its first token on) on the stream's clock, carried words left out."""
+        out = []
+        skip = self._skip
+        units = 0
+        lo = u.start_sample
+        hi = u.end_sample if u.end_sample is not None else self.sample_of(self.frames_end)
+        for w in words:
+            units += w.n_tokens
+            text = w.text.strip()
+            if not text or units <= skip:
+                continue
+            a = min(max(self.sample_of(start_frame + round(w.start_s * FPS)), lo), hi)
+            b = min(max(self.sample_of(start_frame + round(w.end_s * FPS)), a), hi)
+            out.append(Word(text, a, b, float(w.probability)))
+        return out
+
+    def _publish(self, u: _Utterance, out: WhisperOutput, lang: str, final: bool, end_sample: int) -> Revision | None:
+        dec = self.model.decode_text
+        committed = tidy(dec((u.trimmed + u.committed)[u.carry:]), lang)
+        if not committed.startswith(u.pub_committed):
+            log.warning("committed text %r would not extend %r; keeping the published text", committed,
+                        u.pub_committed)
+            committed = u.pub_committed
+        unstable = ""
+        if not final and u.tail:
+            full = tidy(dec((u.trimmed + u.committed + u.tail)[u.carry:]), lang)
+            if full.startswith(committed):
+                unstable = full[len(committed):]
+            else:
+                sep = "" if is_unspaced(lang) or not committed else " "
+                unstable = sep + tidy(dec(u.tail), lang)
+            if not committed and is_silence_phrase(unstable, lang):
+                unstable = ""
+        if final:
+            if not u.pub_committed and is_silence_phrase(committed, lang) and (
+                    not committed or out.no_speech_prob > self.policy.phrase_no_speech
+                    or out.avg_logprob < self.policy.phrase_logprob):
+                committed = ""
+                u.words = []
+            if not committed and not u.published:
+                self._utt = None
+                return None
+            end = u.end_sample if u.end_sample is not None else end_sample
+            rev = Revision(committed, "", True, lang, u.start_sample, max(end, u.start_sample), tuple(u.words))
+            self._last = rev
+            self._utt = None
+            if committed:   # context for the next utterance (Whisper's condition on previous text)
+                self._history = (self._history + u.trimmed + u.committed)[-self.policy.context_tokens:]
+                self._history_end, self._history_lang = max(end, u.start_sample), lang
+            return rev
+        if (committed, unstable) == (u.pub_committed, u.pub_unstable) or not (committed or unstable):
+            return None
+        u.pub_committed, u.pub_unstable, u.published = committed, unstable, True
+        rev = Revision(committed, unstable, False, lang, u.start_sample, max(end_sample, u.start_sample))
+        self._last = rev
+        return rev
+
+    def result(self) -> Revision | None:
+        return self._last

@@ -1,0 +1,335 @@
+"""``asr``: streaming speech recognition of VAD-delimited utterances from feature frames.
+
+Inputs: ``features`` (the feature node's Features, kind and size as the backend needs: Whisper eats
+``whisper_log10_mel``), ``vad`` (VadEvent) and, for backends whose ``feature_kind`` is ``"audio"``
+(they take raw samples), ``audio`` (16 kHz AudioChunk; ignored by feature backends, as features are by
+audio backends). Output: ``transcripts`` (Transcript revisions).
+
+Each stream (by ``header.stream_id``) gets its own :class:`~kikimimi.models.asr.RecognizerStream` of
+one shared :class:`~kikimimi.models.asr.Recognizer` (the backend, picked by name from
+:data:`BACKENDS`). Every Features message goes into the stream's frame ring; SPEECH_START opens an
+utterance at its start sample, SPEECH_END closes it. While an utterance is open, the stream is
+re-decoded whenever ``interval`` new audio arrived; the interval adapts to the measured decode time
+(``headroom`` times it, within ``min_interval_ms`` .. ``max_interval_ms``). Streams that are due at
+about the same time go into ONE ``decode`` call: a due partial waits (``batch_wait``) until every
+open stream has one due, or at most until its own stream's next message or a 50 ms tick. A stream
+whose newest audio is more than ``max_lag_ms`` behind real time (by the wall clock at which its
+audio arrived) skips partial decodes until it has caught up; its final is always decoded.
+
+Each utterance publishes Transcript revisions: ``revision`` counts from 0, ``committed`` only ever
+grows, ``unstable`` is the tail that may change, and the last revision is ``final`` (committed = the
+whole text, words on the stream's sample clock). An utterance in which nothing was recognized
+publishes nothing. END_OF_STREAM / FLUSH (a stream or "all") and ``on_stop`` finish open
+utterances at the last sample seen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kikimimi.engine.clock import Clock
+from kikimimi.engine.errors import ParamError
+from kikimimi.engine.messages import (
+    AudioChunk,
+    Control,
+    ControlKind,
+    Features,
+    Message,
+    SpeechEventKind,
+    Transcript,
+    VadEvent,
+)
+from kikimimi.engine.node import Node, PortSpec
+from kikimimi.engine.params import Param, ParamValues
+from kikimimi.engine.queues import QueueConfig
+from kikimimi.models.asr.policy import AdaptiveInterval
+from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream, Revision
+
+ALL_STREAMS = "all"
+AUDIO_KIND = "audio"
+"""Recognizer.feature_kind of backends that take raw samples: accept((n, 1) float32, sample, sample)."""
+SAMPLE_RATE = 16000
+MAX_ROUNDS = 16
+TICK_NS = 50_000_000
+
+BACKENDS: dict[str, str] = {
+    "whisper": "kikimimi.models.asr.whisper_ct2:from_params",
+    "sphinx": "kikimimi.models.asr.sphinx:from_params",
+}
+"""Backend name -> "module:function"; the function takes the node's ParamValues, returns a Recognizer."""
+
+
+def load_backend(name: str) -> Callable[[ParamValues], Recognizer]:
+    """The factory function of backend ``name`` (imported on use)."""
+    target = BACKENDS.get(name)
+    if target is None:
+        raise ParamError(f"backend={name!r} is not allowed; allowed: {', '.join(sorted(BACKENDS))}")
+    module, _, attr = target.partition(":")
+    fn: Callable[[ParamValues], Recognizer] = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One stream: its recognizer state, utterance numbering and real-time pacing."""
+
+    rs: RecognizerStream
+    utterance_id: int = -1
+    revision: int = 0
+    last_sample: int = 0
+    hop: int = 160
+    offset_ns: int | None = None   # min over arrivals of (arrival wall ns - media ns of the newest sample)
+    prev_end: int = 0              # end sample of the last utterance
+    waiting: DecodeRequest | None = None   # a due partial held for batching
+    wait_msgs: int = 0             # messages of this stream since it was held
+
+
+class AsrNode(Node):
+    """Streaming recognition of VAD-delimited utterances; see the module docstring."""
+
+    kind = "asr"
+    help = "Streaming speech recognition (Whisper via CTranslate2 by default): Transcript revisions per utterance."
+    inputs = (
+        PortSpec("features", (Features,), queue=QueueConfig.make("block", 512),
+                 help="feature frames (whisper_log10_mel for the whisper backend)"),
+        PortSpec("vad", (VadEvent,), queue=QueueConfig.make("block", 256), help="speech start / end events"),
+        PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512),
+                 help="16 kHz audio, only for backends that take raw samples (feature_kind 'audio')"),
+    )
+    outputs = (PortSpec("transcripts", (Transcript,), help="transcript revisions; the last of an utterance is final"),)
+    params = (
+        Param("backend", str, "whisper", "recognizer backend (BACKENDS in kikimimi.nodes.asr)"),
+        Param("model", str, "base", "model: 'base', 'tiny.en', a faster-whisper name in the Hugging Face cache, "
+              "or a path"),
+        Param("language", str, AUTO, "'auto' (detect per utterance) or an ISO code such as 'en', 'ja'"),
+        Param("beam_size", int, 1, "beam size (1 = greedy)", min=1, max=16),
+        Param("device", str, "auto", "where the model runs", choices=("auto", "cpu", "cuda")),
+        Param("compute_type", str, "default", "CTranslate2 compute type; default: int8 on cpu, float16 on cuda"),
+        Param("threads", int, 0, "CPU threads for the model (0 = the library's default)", min=0, max=256),
+        Param("min_interval_ms", int, 300, "shortest time between partial decodes of a stream (audio ms)",
+              min=50, max=10000),
+        Param("max_interval_ms", int, 2000, "longest time between partial decodes of a stream (audio ms)",
+              min=50, max=30000),
+        Param("headroom", float, 2.0, "partial interval = headroom x measured decode time (clamped)", min=0.5,
+              max=20.0),
+        Param("max_lag_ms", int, 1500, "skip partial decodes while a stream's newest audio is this far behind "
+              "real time; 0 = never skip", min=0),
+        Param("partials", bool, True, "publish partial (committed + unstable) revisions"),
+        Param("agreement", int, 2, "LocalAgreement-n: hypotheses that must agree to commit", min=2, max=5),
+        Param("commit_after_ms", int, 2000, "commit nothing before the utterance is this long (ms)", min=0),
+        Param("trim_after_s", float, 10.0, "cut the buffer at a committed segment end once it is this long (s)",
+              min=1.0, max=25.0),
+        Param("force_after_s", float, 20.0, "cut at any committed word once the buffer is this long (s)",
+              min=1.0, max=27.0),
+        Param("pad_ms", int, 3000, "silence appended to each decode window (ms)", min=0, max=29000),
+        Param("min_window_ms", int, 10000, "decode windows are padded to at least this long (ms)", min=0,
+              max=30000),
+        Param("batch_wait", bool, True, "hold a due partial until the other open streams are due too (at most "
+              "until its stream's next message or a tick), so they share one decode call"),
+        Param("lead_in_ms", int, 200, "utterances start this much before the VAD's speech start (not before "
+              "the previous utterance's end), so soft onsets are not clipped", min=0, max=2000),
+        Param("warmup", bool, True, "decode silence once at start so the first utterance is not slow"),
+    )
+
+    def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
+                 clock: Clock | None = None) -> None:
+        super().__init__(name, params, clock)
+        p = self.p
+        if p.min_interval_ms > p.max_interval_ms:
+            raise ParamError(f"node {name!r} (asr): min_interval_ms={p.min_interval_ms} is above max_interval_ms="
+                             f"{p.max_interval_ms}; allowed: min_interval_ms <= max_interval_ms")
+        if p.trim_after_s > p.force_after_s:
+            raise ParamError(f"node {name!r} (asr): trim_after_s={p.trim_after_s} is above force_after_s="
+                             f"{p.force_after_s}; allowed: trim_after_s <= force_after_s")
+        self.recognizer: Recognizer = load_backend(p.backend)(p)
+        if p.language != AUTO and self.recognizer.languages and p.language not in self.recognizer.languages:
+            raise ParamError(f"node {name!r} (asr): language={p.language!r} is not allowed for "
+                             f"{self.recognizer.name}; allowed: auto, {', '.join(self.recognizer.languages)}")
+        self.interval = AdaptiveInterval(max(1, p.min_interval_ms // 10), max(1, p.max_interval_ms // 10),
+                                         p.headroom)
+        self._streams: dict[str, _Stream] = {}
+        self.tick_interval_ns = TICK_NS
+        self.decode_calls = 0
+        self.decode_seconds = 0.0
+        self.skipped_partials = 0
+
+    # ------------------------------------------------------------------ hooks
+    def on_start(self) -> None:
+        """Warm the model up (one decode of silence)."""
+        if self.p.warmup:
+            self.recognizer.warmup()
+
+    def on_message(self, port: str, msg: Message) -> None:
+        """Features go into the stream's ring; VAD events open and close utterances; due streams decode."""
+        if isinstance(msg, Features):
+            self._on_features(msg)
+        elif isinstance(msg, AudioChunk):
+            if self.recognizer.feature_kind != AUDIO_KIND:
+                return
+            self._on_audio(msg)
+        elif isinstance(msg, VadEvent):
+            self._on_vad(msg)
+        st = self._streams.get(msg.header.stream_id)
+        if st is not None and st.waiting is not None:
+            st.wait_msgs += 1
+        self._pump(partial=self.p.partials)
+
+    def on_tick(self, now_ns: int) -> None:
+        """Release held partials (batch_wait) so a quiet stream never keeps another waiting."""
+        if any(st.waiting is not None for st in self._streams.values()):
+            self._pump(partial=self.p.partials, release=True)
+
+    def on_control(self, port: str, ctrl: Control) -> None:
+        """FLUSH / END_OF_STREAM on the port the backend reads finish the stream's open utterance."""
+        data_port = "audio" if self.recognizer.feature_kind == AUDIO_KIND else "features"
+        if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM) or port != data_port:
+            return
+        sid = ctrl.header.stream_id
+        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
+        for s in targets:
+            self._finish(self._streams[s])
+
+    def on_stop(self) -> None:
+        """Finish every open utterance with the frames that arrived."""
+        self._pump(partial=False, release=True)
+        for st in self._streams.values():
+            self._finish(st)
+
+    # ------------------------------------------------------------------ internals
+    def _stream(self, sid: str) -> _Stream:
+        st = self._streams.get(sid)
+        if st is None:
+            st = self._streams[sid] = _Stream(self.recognizer.new_stream(self.p.language), hop=self.recognizer.hop)
+        return st
+
+    def _on_features(self, msg: Features) -> None:
+        rec = self.recognizer
+        if rec.feature_kind == AUDIO_KIND:
+            return
+        if msg.kind != rec.feature_kind or msg.frames.shape[1] != rec.n_bins or msg.hop != rec.hop:
+            self.stats.count_rejected("features")
+            self.throttled(logging.WARNING, f"kind:{msg.header.stream_id}",
+                           "asr %s: dropping %s features (%d bins, hop %d) of stream %r; %s needs %s with %d bins, "
+                           "hop %d", self.name, msg.kind, msg.frames.shape[1], msg.hop, msg.header.stream_id,
+                           rec.name, rec.feature_kind, rec.n_bins, rec.hop)
+            return
+        st = self._stream(msg.header.stream_id)
+        st.rs.accept(msg.frames, msg.start_frame, msg.header.sample_index)
+        self._paced(st, msg.header.sample_index + msg.n_frames * msg.hop)
+
+    def _on_audio(self, msg: AudioChunk) -> None:
+        sid = msg.header.stream_id
+        if msg.sample_rate != SAMPLE_RATE:
+            self.stats.count_rejected("sample_rate")
+            self.throttled(logging.WARNING, f"rate:{sid}", "asr %s: dropping audio of stream %r at %d Hz; the "
+                           "sample rate must be %d Hz", self.name, sid, msg.sample_rate, SAMPLE_RATE)
+            return
+        s = msg.samples
+        x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
+        if s.dtype == np.int16:
+            x *= np.float32(1.0 / 32768.0)
+        st = self._stream(sid)
+        st.hop = 1
+        st.rs.accept(x.reshape(-1, 1), msg.header.sample_index, msg.header.sample_index)
+        self._paced(st, msg.end_index)
+
+    def _paced(self, st: _Stream, last_sample: int) -> None:
+        st.last_sample = last_sample
+        off = self.clock.now_ns() - last_sample * 1_000_000_000 // SAMPLE_RATE
+        st.offset_ns = off if st.offset_ns is None else min(st.offset_ns, off)
+
+    def _on_vad(self, ev: VadEvent) -> None:
+        st = self._stream(ev.header.stream_id)
+        if ev.kind is SpeechEventKind.SPEECH_START:
+            if st.rs.utterance_open:
+                st.rs.endpoint(ev.start_sample)
+                self._pump(partial=False, only=st)
+            st.utterance_id += 1
+            st.revision = 0
+            lead = self.p.lead_in_ms * ev.sample_rate // 1000
+            st.rs.begin(max(ev.start_sample - lead, st.prev_end, 0))
+        elif st.rs.utterance_open:
+            st.rs.endpoint(ev.end_sample)
+            st.prev_end = ev.end_sample
+
+    def _lagging(self, st: _Stream) -> bool:
+        if self.p.max_lag_ms <= 0 or st.offset_ns is None:
+            return False
+        media_ns = st.last_sample * 1_000_000_000 // SAMPLE_RATE
+        lag_ns = self.clock.now_ns() - (st.offset_ns + media_ns)
+        return lag_ns > self.p.max_lag_ms * 1_000_000
+
+    def _pump(self, partial: bool, only: _Stream | None = None, release: bool = False) -> None:
+        """Decode every due stream together, repeatedly, until none is due.
+
+        A due partial is held (``batch_wait``) until every stream with an open utterance has one due,
+        until its own stream's next message, a tick, a final or a control, so streams that are due at
+        about the same time share one decode call. Finals never wait.
+        """
+        for _ in range(MAX_ROUNDS):
+            batch: list[tuple[_Stream, DecodeRequest]] = []
+            for st in [only] if only is not None else self._streams.values():
+                if st.waiting is not None:
+                    continue
+                lag = partial and self._lagging(st)
+                req = st.rs.step(self.interval.frames, partial=partial and not lag)
+                if req is None and lag and st.rs.utterance_open:
+                    self.skipped_partials += 1
+                if req is None:
+                    continue
+                if req.final or not self.p.batch_wait:
+                    batch.append((st, req))
+                else:
+                    st.waiting, st.wait_msgs = req, 0
+            waiting = [st for st in self._streams.values() if st.waiting is not None]
+            if waiting:
+                n_open = sum(1 for st in self._streams.values() if st.rs.utterance_open)
+                if (release or only is not None or batch or len(waiting) >= n_open
+                        or any(st.wait_msgs > 0 for st in waiting)):
+                    for st in waiting:
+                        batch.append((st, st.waiting))  # type: ignore[arg-type]
+                        st.waiting = None
+            if not batch:
+                return
+            t0 = time.perf_counter()
+            outs = self.recognizer.decode([r for _, r in batch])
+            dt = time.perf_counter() - t0
+            self.decode_calls += 1
+            self.decode_seconds += dt
+            if any(not r.final for _, r in batch):
+                self.interval.observe(dt)
+            for (st, req), out in zip(batch, outs, strict=True):
+                rev = st.rs.apply(req, out)
+                if rev is not None:
+                    self._send(st, rev)
+
+    def _finish(self, st: _Stream) -> None:
+        if not st.rs.utterance_open:
+            return
+        st.rs.endpoint(st.last_sample)
+        self._pump(partial=False, only=st)
+        if st.rs.utterance_open:       # frames up to the endpoint never came: end at what arrived
+            st.rs.endpoint(min(st.last_sample, self._sample_of_frames(st)))
+            self._pump(partial=False, only=st)
+
+    def _sample_of_frames(self, st: _Stream) -> int:
+        sample_of = getattr(st.rs, "sample_of", None)
+        return int(sample_of(st.rs.frames_end)) if callable(sample_of) else st.last_sample
+
+    def _send(self, st: _Stream, rev: Revision) -> None:
+        sid = self._sid(st)
+        header = self.header("transcripts", sid, rev.end_sample)
+        self.emit("transcripts", Transcript(header, max(st.utterance_id, 0), st.revision, rev.committed, rev.unstable,
+                                            rev.final, rev.start_sample, rev.end_sample, SAMPLE_RATE, rev.language,
+                                            rev.words))
+        st.revision += 1
+
+    def _sid(self, st: _Stream) -> str:
+        return next(k for k, v in self._streams.items() if v is st)

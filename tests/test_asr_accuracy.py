@@ -1,0 +1,86 @@
+"""Accuracy on real recordings with the bundled Whisper base model: streaming against offline.
+
+The streaming figures come from the asr node fed by the real VAD and feature nodes (in-process, in
+live arrival order, a fixed 1 s partial interval so the run does not depend on machine speed). The
+offline reference is the same model decoding each whole VAD utterance once. Every message of every
+clip is checked: committed text never changes once published.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from asr_pipeline import Clip, finals, front_messages, librispeech_subset, load_audio, manifest, offline_texts, run_asr
+from test_asr_node import check_revisions
+
+from kikimimi.engine.messages import Transcript
+from kikimimi.models.asr.text import ErrorCount, cer, join_text, normalize, wer
+from kikimimi.models.asr.whisper_ct2 import WhisperCT2
+
+pytestmark = pytest.mark.slow
+
+MAX_GAP = 0.02          # streaming WER / CER within 2 points (absolute) of offline
+
+
+@pytest.fixture(scope="module")
+def base() -> WhisperCT2:
+    return WhisperCT2("base", threads=2)
+
+
+def _final_text(out: list[Transcript], language: str) -> str:
+    return join_text((t.committed for t in finals(out)), language)
+
+
+@pytest.fixture(scope="module")
+def librispeech(data_dir: Path, base: WhisperCT2) -> dict[str, object]:
+    clips = librispeech_subset(data_dir, per_speaker=3)
+    stream, offline = ErrorCount(), ErrorCount()
+    rows = []
+    for clip in clips:
+        msgs = front_messages(load_audio(clip.path))
+        out = run_asr(msgs, model="base", language="en")
+        check_revisions(out)
+        s_text = _final_text(out, "en")
+        o_text = join_text(offline_texts(base, msgs, "en"), "en")
+        s, o = wer(clip.reference, s_text), wer(clip.reference, o_text)
+        stream, offline = stream + s, offline + o
+        rows.append((clip.path.name, s.errors, o.errors, s_text, o_text))
+    return {"clips": clips, "stream": stream, "offline": offline, "rows": rows}
+
+
+def test_librispeech_streaming_wer_is_within_2_points_of_offline(librispeech: dict[str, object]) -> None:
+    stream: ErrorCount = librispeech["stream"]  # type: ignore[assignment]
+    offline: ErrorCount = librispeech["offline"]  # type: ignore[assignment]
+    clips: list[Clip] = librispeech["clips"]  # type: ignore[assignment]
+    report = "\n".join(f"{n}: stream {s} offline {o}\n  S: {st}\n  O: {ot}"
+                       for n, s, o, st, ot in librispeech["rows"] if s != o)  # type: ignore[attr-defined]
+    print(f"\nLibriSpeech ({len(clips)} clips, {stream.length} words): streaming WER {stream.rate:.2%}, "
+          f"offline WER {offline.rate:.2%}\n{report}")
+    assert len({c.speaker for c in clips}) == 9 and len(clips) >= 20
+    assert stream.rate <= offline.rate + MAX_GAP
+    assert offline.rate < 0.20          # sanity: the model works (faster-whisper base: ~12 % on test-other)
+
+
+def test_jfk_matches_its_reference_up_to_case_and_punctuation(data_dir: Path) -> None:
+    clip = next(c for c in manifest(data_dir) if c.path.name == "jfk.flac")
+    out = run_asr(front_messages(load_audio(clip.path)), model="base")
+    check_revisions(out)
+    assert all(t.language == "en" for t in finals(out))
+    assert normalize(_final_text(out, "en")) == normalize(clip.reference)
+
+
+def test_fleurs_japanese_cer_streaming_within_2_points_of_offline(data_dir: Path, base: WhisperCT2) -> None:
+    clip = next(c for c in manifest(data_dir) if c.language == "ja")
+    msgs = front_messages(load_audio(clip.path))
+    out = run_asr(msgs, model="base")                       # language detected per utterance
+    check_revisions(out)
+    fin = finals(out)
+    assert fin and all(t.language == "ja" for t in fin)
+    s_text = _final_text(out, "ja")
+    o_text = join_text(offline_texts(base, msgs, "ja"), "ja")
+    s, o = cer(clip.reference, s_text), cer(clip.reference, o_text)
+    print(f"\nFLEURS ja: streaming CER {s.rate:.2%} offline CER {o.rate:.2%}\n  S: {s_text}\n  O: {o_text}")
+    assert " " not in s_text.strip()                         # no spurious spaces in Japanese
+    assert s.rate <= o.rate + MAX_GAP
+    assert o.rate < 0.35

@@ -1,0 +1,100 @@
+"""The asr node: parameters, the protocol of its Transcript revisions, and nothing for non-speech."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asr_pipeline import DETERMINISTIC, finals, front_messages, load_audio, run_asr
+from harness import run_node
+
+from kikimimi.engine.errors import ParamError
+from kikimimi.engine.messages import Features, Header, SpeechEventKind, Transcript, VadEvent
+from kikimimi.engine.registry import load_kind
+from kikimimi.models.asr.resolve import ModelNotFound
+from kikimimi.nodes.asr import BACKENDS, AsrNode
+
+RATE = 16000
+
+
+def check_revisions(transcripts: list[Transcript]) -> None:
+    """Per utterance: revisions 0, 1, 2, ...; committed only grows; exactly the last one is final."""
+    by_utt: dict[tuple[str, int], list[Transcript]] = {}
+    for t in transcripts:
+        by_utt.setdefault((t.header.stream_id, t.utterance_id), []).append(t)
+    for key, revs in by_utt.items():
+        assert [r.revision for r in revs] == list(range(len(revs))), key
+        for a, b in itertools.pairwise(revs):
+            assert b.committed.startswith(a.committed), (key, a.committed, b.committed)
+            assert not a.final, key
+        assert revs[-1].final, key
+        assert revs[-1].unstable == ""
+        for r in revs:
+            assert r.committed or r.unstable or r.final
+
+
+def test_asr_kind_is_registered() -> None:
+    assert load_kind("asr") is AsrNode
+    assert "whisper" in BACKENDS
+
+
+def test_parameters_are_checked() -> None:
+    with pytest.raises(ParamError, match=r"backend='nope' is not allowed; allowed: .*whisper"):
+        AsrNode("asr", {"backend": "nope"})
+    with pytest.raises(ParamError, match="min_interval_ms"):
+        AsrNode("asr", {"model": "tiny.en", "min_interval_ms": 900, "max_interval_ms": 500})
+    with pytest.raises(ParamError, match="language='xx' is not allowed"):
+        AsrNode("asr", {"model": "tiny.en", "language": "xx"})
+    with pytest.raises(ParamError, match="language='ja' is not allowed"):
+        AsrNode("asr", {"model": "tiny.en", "language": "ja"})      # English-only model
+    with pytest.raises(ModelNotFound, match="tried"):
+        AsrNode("asr", {"model": "./no/such/model"})
+
+
+def test_features_of_the_wrong_kind_are_rejected_not_decoded() -> None:
+    node = AsrNode("asr", {**DETERMINISTIC, "model": "tiny.en", "warmup": False})
+    fb = Features(Header("s", 0, 0, 0, "f"), np.zeros((50, 40), np.float32), "kaldi_fbank", 0, 160, RATE)
+    out = run_node(node, [("features", fb)])
+    assert out == []
+    assert node.stats.snapshot()["rejected_by_kind"] == {"features": 1}
+
+
+@pytest.fixture(scope="module")
+def silence_and_noise() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    n = 10 * RATE
+    white = rng.normal(0, 0.05, n).astype(np.float32)
+    brown = np.cumsum(rng.normal(0, 0.02, n)).astype(np.float32)
+    brown = (brown - np.convolve(brown, np.ones(801) / 801, mode="same")).astype(np.float32)
+    hum = (0.1 * np.sin(2 * np.pi * 120 * np.arange(n) / RATE)).astype(np.float32) + white * 0.2
+    return {"silence": np.zeros(n, np.float32), "white": white, "brown": brown * 0.5, "hum": hum}
+
+
+@pytest.mark.parametrize("kind", ["silence", "white", "brown", "hum"])
+def test_nothing_is_published_for_10_s_of_non_speech(silence_and_noise: dict[str, np.ndarray], kind: str) -> None:
+    audio = silence_and_noise[kind]
+    msgs = front_messages(audio)
+    assert run_asr(msgs, model="base") == []
+    # even when the VAD is fooled into calling all of it speech, the recognizer's guards publish nothing
+    feats = [m for m in msgs if m[0] == "features"]
+    start = VadEvent(Header("s", 0, 0, 0, "vad"), SpeechEventKind.SPEECH_START, 0, -1, RATE, 0.9)
+    end = VadEvent(Header("s", 1, len(audio), 0, "vad"), SpeechEventKind.SPEECH_END, 0, len(audio), RATE, 0.9)
+    forced = [("vad", start), *feats, ("vad", end)]
+    assert run_asr(forced, model="base") == []
+
+
+@pytest.mark.slow
+def test_jfk_revisions_follow_the_protocol_and_finals_carry_words(data_dir: Path) -> None:
+    audio = load_audio(data_dir / "en" / "jfk" / "jfk.flac")
+    out = run_asr(front_messages(audio), model="base")
+    check_revisions(out)
+    fin = finals(out)
+    assert fin and any(not t.final for t in out)          # partials before the final
+    for t in fin:
+        assert t.language == "en" and t.words
+        assert all(t.start_sample <= w.start_sample <= w.end_sample <= t.end_sample for w in t.words)
+        starts = [w.start_sample for w in t.words]
+        assert starts == sorted(starts)
+        assert " ".join(w.text for w in t.words).replace(" ", "") == t.committed.replace(" ", "")

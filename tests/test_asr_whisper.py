@@ -1,0 +1,80 @@
+"""The Whisper backend: batched decode equals one-by-one decode; the node batches streams that are due."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asr_pipeline import finals, front_messages, load_audio, run_asr
+
+from kikimimi.engine.messages import Header, Message
+from kikimimi.models.asr.whisper_ct2 import WhisperCT2, WhisperRequest
+from kikimimi.models.frontend import whisper_log10_mel
+from kikimimi.nodes.asr import AsrNode
+
+
+@pytest.fixture(scope="module")
+def tiny() -> WhisperCT2:
+    return WhisperCT2("tiny.en", threads=2)
+
+
+def test_batched_decode_matches_single_decodes(tiny: WhisperCT2, data_dir: Path) -> None:
+    a = whisper_log10_mel(load_audio(data_dir / "en" / "librispeech" / "1688" / "1688-142285-0002.flac"))
+    b = whisper_log10_mel(load_audio(data_dir / "en" / "librispeech" / "1688" / "1688-142285-0003.flac"))
+    ctx = tiny.encode_text(" Margaret said Mister Hale as he returned from showing his guest downstairs.")
+    reqs = [
+        WhisperRequest(None, False, a, [], [], "en", True, 60, "partial"),  # type: ignore[arg-type]
+        WhisperRequest(None, False, b, ctx, tiny.encode_text(" I really"), "en", False, 60, "partial"),  # type: ignore[arg-type]
+    ]
+    together = tiny.decode(reqs)
+    alone = [tiny.decode([r])[0] for r in reqs]
+    assert tiny.decode_text(together[0].tokens).strip().lower().startswith("you don't mean")
+    assert together[1].tokens[:together[1].n_prefix] == tiny.encode_text(" I really")
+    for t, s in zip(together, alone, strict=True):
+        assert t.tokens == s.tokens
+    assert together[0].words and together[0].words[0].start_s < together[0].words[-1].end_s
+
+
+def test_node_decodes_streams_that_are_due_together(data_dir: Path) -> None:
+    audio = load_audio(data_dir / "en" / "librispeech" / "1688" / "1688-142285-0003.flac")
+    one = front_messages(audio, stream="a")
+    two = front_messages(audio, stream="b")
+    merged: list[tuple[str, Message]] = []
+    for x, y in zip(one, two, strict=True):
+        merged += [x, y]
+    sizes: list[int] = []
+    node_out = run_asr_with_batches(merged, sizes)
+    by_stream = {sid: [t for t in node_out if t.header.stream_id == sid] for sid in ("a", "b")}
+    assert finals(by_stream["a"]) and [t.committed for t in finals(by_stream["a"])] == \
+        [t.committed for t in finals(by_stream["b"])]
+    assert max(sizes) == 2                      # both streams in one decode call
+
+
+def run_asr_with_batches(messages: list[tuple[str, Message]], sizes: list[int]) -> list:  # type: ignore[type-arg]
+    from harness import run_node
+
+    from kikimimi.engine.messages import Transcript
+
+    node = AsrNode("asr", {"model": "tiny.en", "min_interval_ms": 1000, "max_interval_ms": 1000, "max_lag_ms": 0,
+                           "threads": 2})
+    real = node.recognizer.decode
+
+    def counting(reqs):  # type: ignore[no-untyped-def]
+        sizes.append(len(reqs))
+        return real(reqs)
+
+    node.recognizer.decode = counting  # type: ignore[method-assign]
+    return [m for _, m in run_node(node, messages) if isinstance(m, Transcript)]
+
+
+def test_words_of_a_final_sit_on_the_stream_clock(data_dir: Path) -> None:
+    audio = load_audio(data_dir / "en" / "librispeech" / "1688" / "1688-142285-0002.flac")
+    offset = 5 * 16000
+    msgs = front_messages(np.concatenate([np.zeros(offset, np.float32), audio]))
+    out = finals(run_asr(msgs, model="tiny.en"))
+    assert out
+    words = [w for t in out for w in t.words]
+    assert words[0].start_sample >= offset - 8000           # speech starts 5 s into the stream
+    assert words[-1].end_sample <= offset + len(audio) + 8000
+    assert isinstance(out[0].header, Header)
