@@ -22,6 +22,9 @@ from kikimimi.engine.errors import MessageError
 NO_SAMPLE = -1
 """Header.sample_index of a message that is not tied to a position in an audio stream."""
 
+ALL_STREAMS = "all"
+"""Header.stream_id of a control message that addresses every stream of the receiving node."""
+
 AUDIO_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
 
 _REGISTRY: dict[str, type[Message]] = {}

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Header, Message
+from kikimimi.engine.messages import ALL_STREAMS, NO_SAMPLE, Control, ControlKind, Header, Message
 from kikimimi.engine.metrics import NodeStats
 from kikimimi.engine.params import Param, ParamValues, validate_params
 from kikimimi.engine.queues import QueueConfig
@@ -128,7 +128,7 @@ class Node:
             self._emit(port, msg)
         self.stats.count_emitted()
 
-    def emit_control(self, kind: ControlKind, stream_id: str = "all", reason: str = "") -> None:
+    def emit_control(self, kind: ControlKind, stream_id: str = ALL_STREAMS, reason: str = "") -> None:
         """Send a control message out of every output port."""
         for port in self._outputs:
             self.emit(port, Control(self.header(port, stream_id), kind, reason))
@@ -148,6 +148,13 @@ class Node:
 
     def on_stop(self) -> None:
         """Called once after the last message; emit final results here."""
+
+
+def control_targets(ctrl: Control, streams: Iterable[str]) -> list[str]:
+    """The streams (of ``streams``) that ``ctrl`` addresses: all of them for ALL_STREAMS, else its own."""
+    sid = ctrl.header.stream_id
+    known = list(streams)
+    return known if sid == ALL_STREAMS else [sid] if sid in known else []
 
 
 class Source(Node):

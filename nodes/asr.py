@@ -46,13 +46,12 @@ from kikimimi.engine.messages import (
     Transcript,
     VadEvent,
 )
-from kikimimi.engine.node import Node, PortSpec
+from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.models.asr.policy import AdaptiveInterval
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream, Revision
 
-ALL_STREAMS = "all"
 AUDIO_KIND = "audio"
 """Recognizer.feature_kind of backends that take raw samples: accept((n, 1) float32, sample, sample)."""
 SAMPLE_RATE = 16000
@@ -191,8 +190,7 @@ class AsrNode(Node):
         data_port = "audio" if self.recognizer.feature_kind == AUDIO_KIND else "features"
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM) or port != data_port:
             return
-        sid = ctrl.header.stream_id
-        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
+        targets = control_targets(ctrl, self._streams)
         for s in targets:
             self._finish(self._streams[s])
 

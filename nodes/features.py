@@ -37,8 +37,16 @@ import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import FEATURE_KINDS, AudioChunk, Control, ControlKind, Features, Header, Message
-from kikimimi.engine.node import Node, PortSpec
+from kikimimi.engine.messages import (
+    FEATURE_KINDS,
+    AudioChunk,
+    Control,
+    ControlKind,
+    Features,
+    Header,
+    Message,
+)
+from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing
@@ -53,7 +61,6 @@ from kikimimi.models.frontend import (
 from kikimimi.models.frontend.mel import KALDI_MAX_MELS, WHISPER_N_MELS
 
 SAMPLE_RATE = 16000
-ALL_STREAMS = "all"
 FRAMES_PER_SECOND = 100
 
 
@@ -161,8 +168,7 @@ class FeatureNode(Node):
         """FLUSH ends the stream's utterance; END_OF_STREAM also forgets the stream."""
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
-        sid = ctrl.header.stream_id
-        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
+        targets = control_targets(ctrl, self._streams)
         for s in targets:
             self._flush(s, self._streams[s])
             if ctrl.kind is ControlKind.END_OF_STREAM:

@@ -26,13 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.messages import Control, ControlKind, Message, Transcript
+from kikimimi.engine.messages import ALL_STREAMS, Control, ControlKind, Message, Transcript
 from kikimimi.engine.metrics import DROP_STALE
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
-
-ALL_STREAMS = "all"
 
 
 @dataclass

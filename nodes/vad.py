@@ -42,7 +42,7 @@ import webrtcvad
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Message, VadEvent
-from kikimimi.engine.node import Node, PortSpec
+from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing
@@ -54,7 +54,6 @@ from kikimimi.nodes._audio import float_to_int16
 SAMPLE_RATES = (8000, 16000, 32000, 48000)
 SILERO_RATE = {8000: (8000, 1), 16000: (16000, 1), 32000: (16000, 2), 48000: (16000, 3)}
 """Input rate -> (Silero rate, decimation factor)."""
-ALL_STREAMS = "all"
 RING_SECONDS = 2
 TICK_NS = 20_000_000
 _SCALE = np.float32(1.0 / 32768.0)
@@ -208,8 +207,7 @@ class TwoStageVad(Node):
         """FLUSH closes the stream's (or every stream's) open segment; END_OF_STREAM also forgets it."""
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
-        sid = ctrl.header.stream_id
-        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
+        targets = control_targets(ctrl, self._streams)
         if targets:
             self._run_batch()
         for s in targets:

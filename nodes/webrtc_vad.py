@@ -35,14 +35,13 @@ import webrtcvad
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Message, SpeechEventKind, VadEvent
-from kikimimi.engine.node import Node, PortSpec
+from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing, RingReader
 from kikimimi.nodes._audio import downmix, float_to_int16
 
 SAMPLE_RATES = (8000, 16000, 32000, 48000)
-ALL_STREAMS = "all"
 
 
 @dataclass
@@ -155,8 +154,7 @@ class WebrtcVad(Node):
         """FLUSH closes the stream's open segment; END_OF_STREAM also forgets the stream."""
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
-        sid = ctrl.header.stream_id
-        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
+        targets = control_targets(ctrl, self._streams)
         for s in targets:
             self._close(s, self._streams[s])
             if ctrl.kind is ControlKind.END_OF_STREAM:
