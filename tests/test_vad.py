@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from harness import run_node
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
@@ -54,11 +55,8 @@ def make_vad(**params: object) -> tuple[TwoStageVad, list[VadEvent]]:
 
 
 def detect(msgs: list[AudioChunk], **params: object) -> list[VadEvent]:
-    node, events = make_vad(**params)
-    for m in msgs:
-        node.on_message("audio", m)
-    node.on_stop()
-    return events
+    node = TwoStageVad("vad", dict(params), clock=ManualClock())
+    return [m for _, m in run_node(node, [("audio", c) for c in msgs]) if isinstance(m, VadEvent)]
 
 
 def key(e: VadEvent) -> tuple:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import webrtcvad
-from harness import run_source
+from harness import run_node, run_source
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
@@ -50,11 +50,8 @@ def make_vad(**params: object) -> tuple[WebrtcVad, list[VadEvent]]:
 
 
 def detect(chunks: list[Message], **params: object) -> list[VadEvent]:
-    node, events = make_vad(**params)
-    for c in chunks:
-        node.on_message("audio", c)
-    node.on_stop()
-    return events
+    node = WebrtcVad("vad", dict(params), clock=ManualClock())
+    return [m for _, m in run_node(node, [("audio", c) for c in chunks]) if isinstance(m, VadEvent)]
 
 
 def key(e: VadEvent) -> tuple:
