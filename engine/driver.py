@@ -31,6 +31,7 @@ class NodeDriver:
         self.node = node
         self.inbox = inbox
         self.pending_eos = {(port, src) for port, srcs in upstream.items() for src in srcs}
+        node.connected_inputs = frozenset(port for port, srcs in upstream.items() if srcs)
         self.stop_event = threading.Event()    # graceful: sources stop producing
         self.abort_event = threading.Event()   # hard: leave the loop now
         self.error: BaseException | None = None

@@ -210,15 +210,21 @@ class VideoFrame(Message):
 class SpeechEventKind(enum.Enum):
     SPEECH_START = "speech_start"
     SPEECH_END = "speech_end"
+    PROGRESS = "progress"
 
 
 @message_type
 @dataclass(frozen=True, slots=True)
 class VadEvent(Message):
-    """Start or end of a speech segment, in absolute samples on the stream's audio clock.
+    """Start or end of a speech segment, or the detector's progress, in absolute samples on the stream's
+    audio clock.
 
     SPEECH_START: start_sample is where speech began, end_sample is NO_SAMPLE.
     SPEECH_END: start_sample and end_sample (exclusive) bound the whole segment.
+    PROGRESS: a watermark, sent periodically: every event decided at or before sample start_sample
+    (= header.sample_index) has been sent; end_sample is NO_SAMPLE and probability is the detector's
+    latest speech probability. Consumers that hold other inputs in step with the VAD use it; others
+    ignore it.
     probability: the detector's confidence that the segment is speech, in [0, 1].
     header.sample_index is the sample at which the decision was made.
     """

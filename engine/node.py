@@ -95,6 +95,8 @@ class Node:
         self.log = logging.getLogger(f"kikimimi.node.{name}")
         self.throttled = ThrottledLog(self.log)
         self._emit: EmitFn | None = None
+        # Input ports with at least one upstream, set by the driver; None when a test feeds the node by hand.
+        self.connected_inputs: frozenset[str] | None = None
         self._outputs = {p.name for p in self.outputs}
         self._seq: dict[tuple[str, str], int] = {}
 

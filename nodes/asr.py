@@ -8,7 +8,9 @@ audio backends). Output: ``transcripts`` (Transcript revisions).
 Each stream (by ``header.stream_id``) gets its own :class:`~kikimimi.models.asr.RecognizerStream` of
 one shared :class:`~kikimimi.models.asr.Recognizer` (the backend, picked by name from
 :data:`BACKENDS`). Every Features message goes into the stream's frame ring; SPEECH_START opens an
-utterance at its start sample, SPEECH_END closes it. While an utterance is open, the stream is
+utterance at its start sample, SPEECH_END closes it. A VAD event is applied once the stream's frames
+have reached its sample (the VAD may run ahead of the feature node, e.g. over files at full speed), so
+an utterance is never closed or replaced before its audio is in. While an utterance is open, the stream is
 re-decoded whenever ``interval`` new audio arrived; the interval adapts to the measured decode time
 (``headroom`` times it, within ``min_interval_ms`` .. ``max_interval_ms``). Streams that are due at
 about the same time go into ONE ``decode`` call: a due partial waits (``batch_wait``) until every
@@ -20,7 +22,7 @@ Each utterance publishes Transcript revisions: ``revision`` counts from 0, ``com
 grows, ``unstable`` is the tail that may change, and the last revision is ``final`` (committed = the
 whole text, words on the stream's sample clock). An utterance in which nothing was recognized
 publishes nothing. END_OF_STREAM / FLUSH (a stream or "all") and ``on_stop`` finish open
-utterances at the last sample seen.
+utterances at the last sample seen, after the held VAD events (see :meth:`AsrNode.on_control`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ import numpy as np
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.messages import (
+    ALL_STREAMS,
     AudioChunk,
     Control,
     ControlKind,
@@ -56,6 +60,11 @@ AUDIO_KIND = "audio"
 """Recognizer.feature_kind of backends that take raw samples: accept((n, 1) float32, sample, sample)."""
 SAMPLE_RATE = 16000
 MAX_ROUNDS = 16
+MAX_PENDING_EVENTS = 256
+"""VAD events held per stream until its frames catch up; beyond this the oldest is applied at once."""
+MAX_HELD = 3000
+"""Feature / audio messages held per stream for the VAD to catch up (60 s of 20 ms chunks); beyond this
+the oldest is fed at once."""
 TICK_NS = 50_000_000
 
 BACKENDS: dict[str, str] = {
@@ -82,12 +91,17 @@ class _Stream:
     rs: RecognizerStream
     utterance_id: int = -1
     revision: int = 0
-    last_sample: int = 0
+    last_sample: int = 0           # end of the newest frames that arrived
+    fed_sample: int = 0            # end of the newest frames given to the recognizer
     hop: int = 160
     offset_ns: int | None = None   # min over arrivals of (arrival wall ns - media ns of the newest sample)
     prev_end: int = 0              # end sample of the last utterance
     waiting: DecodeRequest | None = None   # a due partial held for batching
     wait_msgs: int = 0             # messages of this stream since it was held
+    pending: deque[VadEvent] = field(default_factory=deque)   # VAD events ahead of the stream's frames
+    held: deque[Features | AudioChunk] = field(default_factory=deque)   # frames ahead of the VAD
+    vad_mark: int | None = None    # the VAD's latest PROGRESS watermark (None: it sends none)
+    data_ended: bool = False       # END_OF_STREAM came on the data port: frames are complete
 
 
 class AsrNode(Node):
@@ -135,6 +149,10 @@ class AsrNode(Node):
         Param("lead_in_ms", int, 200, "utterances start this much before the VAD's speech start (not before "
               "the previous utterance's end), so soft onsets are not clipped", min=0, max=2000),
         Param("warmup", bool, True, "decode silence once at start so the first utterance is not slow"),
+        Param("vad_lookahead_ms", int, 500, "when the VAD sends PROGRESS watermarks, frames further than this "
+              "ahead of it wait for it, so a partial never reads far past a SPEECH_END the VAD has yet to "
+              "send (live input is never held: the VAD keeps up; files at full speed give live results)",
+              min=0),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -158,6 +176,10 @@ class AsrNode(Node):
         self.decode_calls = 0
         self.decode_seconds = 0.0
         self.skipped_partials = 0
+        self.forced_events = 0       # VAD events applied before their frames came (MAX_PENDING_EVENTS)
+        self.forced_frames = 0       # frame messages fed before the VAD caught up (MAX_HELD)
+        self._lookahead = p.vad_lookahead_ms * SAMPLE_RATE // 1000
+        self._ended_ports: set[str] = set()
 
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:
@@ -186,16 +208,46 @@ class AsrNode(Node):
             self._pump(partial=self.p.partials, release=True)
 
     def on_control(self, port: str, ctrl: Control) -> None:
-        """FLUSH / END_OF_STREAM on the port the backend reads finish the stream's open utterance."""
-        data_port = "audio" if self.recognizer.feature_kind == AUDIO_KIND else "features"
-        if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM) or port != data_port:
+        """FLUSH / END_OF_STREAM finish the stream's open utterance once its frames and its VAD events are in.
+
+        A FLUSH on the data port feeds every held frame, applies every held VAD event and finishes the
+        utterance. END_OF_STREAM on the data port does the same unless a connected ``vad`` input has not
+        ended (its remaining events may still split the audio): then frames keep waiting for its
+        watermarks, and its END_OF_STREAM (or ``on_stop``) finishes the stream. END_OF_STREAM on ``vad``
+        stops holding frames for watermarks.
+        """
+        if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
+        data_port = "audio" if self.recognizer.feature_kind == AUDIO_KIND else "features"
+        eos = ctrl.kind is ControlKind.END_OF_STREAM
         targets = control_targets(ctrl, self._streams)
-        for s in targets:
-            self._finish(self._streams[s])
+        if eos and ctrl.header.stream_id == ALL_STREAMS:
+            self._ended_ports.add(port)
+        if port == data_port:
+            vad_live = (self.connected_inputs is not None and "vad" in self.connected_inputs
+                        and "vad" not in self._ended_ports)
+            for s in targets:
+                st = self._streams[s]
+                st.data_ended = st.data_ended or eos
+                if eos and vad_live:
+                    continue
+                self._release(st, force=True)
+                self._drain(st, force=True)
+                self._finish(st)
+        elif port == "vad" and eos:
+            for s in targets:
+                st = self._streams[s]
+                st.vad_mark = None
+                self._release(st)
+                if st.data_ended:
+                    self._drain(st, force=True)
+                    self._finish(st)
 
     def on_stop(self) -> None:
-        """Finish every open utterance with the frames that arrived."""
+        """Feed held frames, apply held VAD events, then finish every open utterance with what arrived."""
+        for st in self._streams.values():
+            self._release(st, force=True)
+            self._drain(st, force=True)
         self._pump(partial=False, release=True)
         for st in self._streams.values():
             self._finish(st)
@@ -219,8 +271,8 @@ class AsrNode(Node):
                            rec.name, rec.feature_kind, rec.n_bins, rec.hop)
             return
         st = self._stream(msg.header.stream_id)
-        st.rs.accept(msg.frames, msg.start_frame, msg.header.sample_index)
         self._paced(st, msg.header.sample_index + msg.n_frames * msg.hop)
+        self._hold(st, msg)
 
     def _on_audio(self, msg: AudioChunk) -> None:
         sid = msg.header.stream_id
@@ -229,14 +281,40 @@ class AsrNode(Node):
             self.throttled(logging.WARNING, f"rate:{sid}", "asr %s: dropping audio of stream %r at %d Hz; the "
                            "sample rate must be %d Hz", self.name, sid, msg.sample_rate, SAMPLE_RATE)
             return
+        st = self._stream(sid)
+        st.hop = 1
+        self._paced(st, msg.end_index)
+        self._hold(st, msg)
+
+    def _hold(self, st: _Stream, msg: Features | AudioChunk) -> None:
+        st.held.append(msg)
+        if len(st.held) > MAX_HELD:
+            self.forced_frames += 1
+            self.throttled(logging.WARNING, f"held:{msg.header.stream_id}",
+                           "asr %s: stream %r has %d messages of frames waiting for the VAD (its watermark is at "
+                           "sample %s); feeding the oldest now", self.name, msg.header.stream_id, len(st.held),
+                           st.vad_mark)
+            self._feed(st, st.held.popleft())
+        self._release(st)
+
+    def _release(self, st: _Stream, force: bool = False) -> None:
+        """Feed held frames up to the VAD's watermark plus the look-ahead (all of them if it sends none)."""
+        limit = None if force or st.vad_mark is None else st.vad_mark + self._lookahead
+        while st.held and (limit is None or st.held[0].header.sample_index <= limit):
+            self._feed(st, st.held.popleft())
+        self._drain(st)
+
+    def _feed(self, st: _Stream, msg: Features | AudioChunk) -> None:
+        if isinstance(msg, Features):
+            st.rs.accept(msg.frames, msg.start_frame, msg.header.sample_index)
+            st.fed_sample = msg.header.sample_index + msg.n_frames * msg.hop
+            return
         s = msg.samples
         x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
         if s.dtype == np.int16:
             x *= np.float32(1.0 / 32768.0)
-        st = self._stream(sid)
-        st.hop = 1
         st.rs.accept(x.reshape(-1, 1), msg.header.sample_index, msg.header.sample_index)
-        self._paced(st, msg.end_index)
+        st.fed_sample = msg.end_index
 
     def _paced(self, st: _Stream, last_sample: int) -> None:
         st.last_sample = last_sample
@@ -244,7 +322,31 @@ class AsrNode(Node):
         st.offset_ns = off if st.offset_ns is None else min(st.offset_ns, off)
 
     def _on_vad(self, ev: VadEvent) -> None:
+        """Hold ``ev`` until the stream's frames reach its sample, so an utterance is never closed or
+        replaced before its audio is in (the VAD may run ahead of the feature node)."""
         st = self._stream(ev.header.stream_id)
+        if ev.kind is SpeechEventKind.PROGRESS:
+            st.vad_mark = ev.start_sample if st.vad_mark is None else max(st.vad_mark, ev.start_sample)
+            self._release(st)
+            return
+        st.pending.append(ev)
+        if len(st.pending) > MAX_PENDING_EVENTS:
+            self.forced_events += 1
+            self.throttled(logging.WARNING, f"pending:{ev.header.stream_id}",
+                           "asr %s: stream %r has %d VAD events ahead of its frames (at sample %d); applying "
+                           "the oldest now", self.name, ev.header.stream_id, len(st.pending), st.fed_sample)
+            self._apply_vad(st, st.pending.popleft())
+        self._drain(st)
+
+    def _drain(self, st: _Stream, force: bool = False) -> None:
+        while st.pending:
+            ev = st.pending[0]
+            at = ev.start_sample if ev.kind is SpeechEventKind.SPEECH_START else ev.end_sample
+            if not (force or (st.data_ended and not st.held) or at <= st.fed_sample):
+                return
+            self._apply_vad(st, st.pending.popleft())
+
+    def _apply_vad(self, st: _Stream, ev: VadEvent) -> None:
         if ev.kind is SpeechEventKind.SPEECH_START:
             if st.rs.utterance_open:
                 st.rs.endpoint(ev.start_sample)
@@ -311,15 +413,15 @@ class AsrNode(Node):
     def _finish(self, st: _Stream) -> None:
         if not st.rs.utterance_open:
             return
-        st.rs.endpoint(st.last_sample)
+        st.rs.endpoint(st.fed_sample)
         self._pump(partial=False, only=st)
         if st.rs.utterance_open:       # frames up to the endpoint never came: end at what arrived
-            st.rs.endpoint(min(st.last_sample, self._sample_of_frames(st)))
+            st.rs.endpoint(min(st.fed_sample, self._sample_of_frames(st)))
             self._pump(partial=False, only=st)
 
     def _sample_of_frames(self, st: _Stream) -> int:
         sample_of = getattr(st.rs, "sample_of", None)
-        return int(sample_of(st.rs.frames_end)) if callable(sample_of) else st.last_sample
+        return int(sample_of(st.rs.frames_end)) if callable(sample_of) else st.fed_sample
 
     def _send(self, st: _Stream, rev: Revision) -> None:
         sid = self._sid(st)

@@ -20,7 +20,10 @@ which decides SPEECH_START (start_sample, mean probability so far) and SPEECH_EN
 end_sample exclusive, mean probability). With ``neural`` off the webrtcvad frames (probability 0 or 1)
 are segmented instead; with ``gate`` off Silero runs on every window. All sample indices are on the
 input stream's own clock; ``header.sample_index`` is the input sample up to which the deciding window
-(and the decimator's look-ahead) reached.
+(and the decimator's look-ahead) reached. Every ``progress_ms`` of audio a PROGRESS event (a watermark:
+everything decided up to its sample has been sent, with the latest probability) goes out too, so a
+consumer reading the VAD next to a faster or slower input (the asr node next to the feature node) can
+keep the two in step.
 
 Batching: Silero windows of different streams wait in ``_ready`` and run in ONE session call when every
 stream has one waiting, when a waiting stream's next chunk (or next window) arrives, on a tick, a
@@ -41,7 +44,15 @@ import webrtcvad
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Message, VadEvent
+from kikimimi.engine.messages import (
+    NO_SAMPLE,
+    AudioChunk,
+    Control,
+    ControlKind,
+    Message,
+    SpeechEventKind,
+    VadEvent,
+)
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
@@ -86,6 +97,7 @@ class _Stream:
     lead_in: int = 0               # lead-in (Silero samples)
     warm_until: int = 0            # Silero-clock sample before which the gate is held open
     pending: list[int] | None = None  # Silero-clock starts waiting for the batched call (lead-in first)
+    next_progress: int = 0         # input sample at or after which the next PROGRESS goes out
 
 
 class TwoStageVad(Node):
@@ -116,6 +128,8 @@ class TwoStageVad(Node):
         Param("batch", bool, True, "wait (at most until the stream's next chunk) to run several streams' "
               "windows in one Silero call"),
         Param("threads", int, 1, "onnxruntime intra-op threads for Silero", min=1, max=64),
+        Param("progress_ms", int, 100, "send a PROGRESS watermark at most this often per stream (ms of audio; "
+              "0 = never): consumers such as asr hold their other inputs in step with the VAD with it", min=0),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -129,6 +143,7 @@ class TwoStageVad(Node):
         self._neg = min(neg, p.threshold)
         self.model: SileroVad | None = SileroVad(threads=p.threads) if p.neural else None
         self._neural, self._gate, self._batch = p.neural, p.gate, p.batch  # hot-path copies
+        self._progress_every = p.progress_ms
         self._streams: dict[str, _Stream] = {}
         self._ready: list[_Stream] = []
         self.windows_decided = 0   # Silero windows decided, all streams (kept after streams end)
@@ -242,6 +257,7 @@ class TwoStageVad(Node):
                     voiced = is_speech(data[i * size:(i + 1) * size], st.rate)
                     if not neural:
                         self._publish(st, st.seg.push(end - frame, end, 1.0 if voiced else 0.0))
+                        self._progress(st, end, 1.0 if voiced else 0.0)
                     elif voiced:
                         st.voiced.append(end)
         if not neural:
@@ -272,6 +288,7 @@ class TwoStageVad(Node):
                     v.popleft()
                 if not (v and v[0] <= (k + win) * f):
                     self._publish(st, st.seg.push(k * f, (k + win) * f, 0.0, self._decision(st, k)))
+                    self._progress(st, self._decision(st, k), 0.0)
                     continue
             first = k if st.last_run == k - win else max(k - st.lead_in, st.last_run + win, st.s_origin)
             st.pending = list(range(first, k + 1, win))
@@ -324,10 +341,23 @@ class TwoStageVad(Node):
             if st.pending is None:
                 self._publish(st, st.seg.push(k * st.factor, (k + win) * st.factor, float(prob),
                                               self._decision(st, k)))
+                self._progress(st, self._decision(st, k), float(prob))
 
     def _close(self, st: _Stream) -> None:
         """Close the stream's open segment, decided at the last sample seen."""
         self._publish(st, st.seg.close(st.ring.write_index))
+
+    def _progress(self, st: _Stream, decision: int, prob: float) -> None:
+        """A PROGRESS watermark at ``decision`` if ``progress_ms`` of audio passed since the last one."""
+        if self._progress_every <= 0 or decision < st.next_progress:
+            return
+        every = self._progress_every * st.rate // 1000
+        st.next_progress += every         # on average one per progress_ms, on window boundaries
+        if st.next_progress <= decision:
+            st.next_progress = decision + every
+        header = self.header("events", st.sid, decision)
+        self.emit("events", VadEvent(header, SpeechEventKind.PROGRESS, decision, NO_SAMPLE, st.rate,
+                                     min(1.0, max(0.0, prob))))
 
     def _publish(self, st: _Stream, decisions: list[SegmentDecision]) -> None:
         for d in decisions:

@@ -98,3 +98,23 @@ def test_jfk_revisions_follow_the_protocol_and_finals_carry_words(data_dir: Path
         starts = [w.start_sample for w in t.words]
         assert starts == sorted(starts)
         assert " ".join(w.text for w in t.words).replace(" ", "") == t.committed.replace(" ", "")
+
+
+@pytest.mark.slow
+def test_vad_events_ahead_of_the_frames_lose_no_utterance(data_dir: Path) -> None:
+    """Over files at full speed the VAD runs ahead of the feature node: every VAD event may arrive before
+    the frames it refers to. The node must hold them, so the finals equal those of live arrival order."""
+    clips = ["en/librispeech/1688/1688-142285-0004.flac", "en/jfk/jfk.flac"]
+    gap = np.zeros(RATE, np.float32)
+    audio = np.concatenate([p for c in clips for p in (load_audio(data_dir / c), gap)])
+    live = front_messages(audio)
+    ahead = [m for m in live if m[0] == "vad"] + [m for m in live if m[0] != "vad"]
+    n_utt = sum(1 for _, m in live if isinstance(m, VadEvent) and m.kind is SpeechEventKind.SPEECH_START)
+    assert n_utt >= 2
+    params = {"model": "tiny.en", "language": "en", "partials": False}
+    want = [(t.utterance_id, t.committed) for t in finals(run_asr(live, **params))]
+    node = AsrNode("asr", {**DETERMINISTIC, **params})
+    got = [(t.utterance_id, t.committed) for _, t in run_node(node, ahead) if isinstance(t, Transcript) and t.final]
+    assert len(want) == n_utt
+    assert got == want
+    assert node.forced_events == 0

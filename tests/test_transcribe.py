@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kikimimi.engine.jsonio import message_from_json, message_to_json
@@ -204,3 +205,23 @@ def test_japanese_text_is_joined_without_spaces(data_dir: Path, capsys: pytest.C
     assert code == 0, err
     path, text = out.rstrip("\n").split("\t")
     assert path == clip and "復興" in text and " " not in text
+
+
+@pytest.mark.slow
+def test_a_file_of_several_utterances_keeps_every_one(data_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """At full speed the VAD runs ahead of the features; no utterance may be dropped or merged away."""
+    import soundfile as sf
+    import soxr
+
+    parts = []
+    for clip in (LIBRI, JFK, LIBRI):
+        x, sr = sf.read(str(data_dir / clip), dtype="float32", always_2d=True)
+        parts += [soxr.resample(x.mean(axis=1), sr, RATE), np.zeros(RATE, np.float32)]
+    path = tmp_path / "three.wav"
+    sf.write(str(path), np.concatenate(parts), RATE)
+    code, out, err = cli(["--model", "tiny.en", "--language", "en", "--format", "jsonl", str(path)], capsys)
+    assert code == 0, err
+    text = " ".join(json.loads(ln)["committed"] for ln in out.splitlines()).lower()
+    assert text.count("best of all") == 2, text
+    assert text.count("your country") >= 2, text

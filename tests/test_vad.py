@@ -27,6 +27,7 @@ CLIPS = [
     "en/librispeech/2033/2033-164914-0004.flac",
 ]
 START, END = SpeechEventKind.SPEECH_START, SpeechEventKind.SPEECH_END
+PROGRESS = SpeechEventKind.PROGRESS
 WINDOW_MS = 32  # one Silero window at 16 kHz
 
 
@@ -64,10 +65,24 @@ def key(e: VadEvent) -> tuple:
             round(e.probability, 5))
 
 
+def boundaries(events: list[VadEvent]) -> list[VadEvent]:
+    """The SPEECH_START / SPEECH_END events (PROGRESS watermarks left out)."""
+    return [e for e in events if e.kind is not PROGRESS]
+
+
 def check_well_formed(events: list[VadEvent], n_samples: int) -> None:
-    """START/END alternate per stream, each END closes the START before it, segments ordered and inside."""
+    """START/END alternate per stream, each END closes the START before it, segments ordered and inside;
+    PROGRESS watermarks rise, and no boundary event comes after a watermark it is decided before."""
     for sid in {e.header.stream_id for e in events}:
-        evs = [e for e in events if e.header.stream_id == sid]
+        mark = -1
+        for e in events:
+            if e.header.stream_id != sid:
+                continue
+            assert e.header.sample_index >= mark, (e, mark)
+            if e.kind is PROGRESS:
+                assert e.start_sample == e.header.sample_index > mark and e.end_sample == -1
+                mark = e.start_sample
+        evs = [e for e in boundaries(events) if e.header.stream_id == sid]
         assert [e.kind for e in evs] == [START, END] * (len(evs) // 2)
         prev_end = 0
         for s, e in zip(evs[::2], evs[1::2], strict=True):
@@ -133,7 +148,10 @@ def test_noise_and_silence_give_no_events(what: str, amplitude: float) -> None:
     for m in chunks(x):
         node.on_message("audio", m)
     node.on_stop()
-    assert events == []
+    assert boundaries(events) == []
+    marks = [e.start_sample for e in events]     # only watermarks, every 100 ms of audio (to a window)
+    assert all(e.kind is PROGRESS for e in events)
+    assert len(marks) >= 5 * 16000 // 1600 - 1 and all(0 < b - a < 1600 + 512 for a, b in zip(marks, marks[1:]))
     assert node.windows_decided == 5 * 16000 // 512
     if what == "silence":  # webrtcvad hears nothing: Silero runs only on the warm-up windows
         assert node.windows_run == -(-500 // WINDOW_MS)
@@ -277,14 +295,15 @@ def test_control_closes_the_open_segment(data_dir: Path, kind: ControlKind, sid:
     node, events = make_vad()
     for m in msgs:
         node.on_message("audio", m)
-    assert [e.kind for e in events] == [START]
+    assert [e.kind for e in boundaries(events)] == [START]
     node.on_control("audio", Control(Header(sid, 0, -1, 0, "src"), kind))
-    assert [e.kind for e in events] == [START, END]
-    assert events[1].header.sample_index == msgs[-1].end_index  # decided at the last sample seen
-    assert events[0].start_sample < events[1].end_sample <= msgs[-1].end_index
+    ev = boundaries(events)
+    assert [e.kind for e in ev] == [START, END]
+    assert ev[1].header.sample_index == msgs[-1].end_index  # decided at the last sample seen
+    assert ev[0].start_sample < ev[1].end_sample <= msgs[-1].end_index
     assert (kind is ControlKind.END_OF_STREAM) == ("file" not in node._streams)
     node.on_stop()
-    assert len(events) == 2
+    assert len(boundaries(events)) == 2
 
 
 def test_gap_closes_the_segment_and_the_stream_goes_on(data_dir: Path) -> None:
@@ -297,7 +316,15 @@ def test_gap_closes_the_segment_and_the_stream_goes_on(data_dir: Path) -> None:
 
 
 def test_min_speech_discards_short_segments(data_dir: Path) -> None:
-    assert detect(chunks(load(data_dir / CLIPS[1])), min_speech_ms=60_000) == []
+    assert boundaries(detect(chunks(load(data_dir / CLIPS[1])), min_speech_ms=60_000)) == []
+
+
+def test_progress_watermarks_can_be_turned_off(data_dir: Path) -> None:
+    msgs = chunks(load(data_dir / CLIPS[1]))
+    with_marks = detect(msgs)
+    assert sum(e.kind is PROGRESS for e in with_marks) > 20
+    without = detect(msgs, progress_ms=0)
+    assert [key(e)[2:] for e in without] == [key(e)[2:] for e in boundaries(with_marks)]
 
 
 def test_params_name_the_bad_value_and_what_is_allowed() -> None:

@@ -188,6 +188,7 @@ class WhisperCT2(Recognizer):
         self.eot, self.timestamp_begin = base.eot, base.timestamp_begin
         self.languages = tuple(_language_codes()) if self.multilingual else ("en",)
         self._space_tokens: dict[int, bool] = {}
+        self.echo_redecodes = 0      # windows decoded again without their context prompt (see _run)
         self.policy = policy if policy is not None else StreamPolicy()
 
     # ------------------------------------------------------------------ tokens
@@ -268,34 +269,27 @@ class WhisperCT2(Recognizer):
         for i, r in enumerate(reqs):
             langs.append(found.get(i, (r.language or "en", 1.0)))
         # group by (context bucket): the start-of-transcript token must sit at the same position
-        prompts: list[list[int]] = []
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(reqs):
-            tok = self.tokenizer(langs[i][0])
-            ctx = r.context[-MAX_CONTEXT_TOKENS:]
-            bucket = max(b for b in CONTEXT_BUCKETS if b <= len(ctx))
-            ctx = ctx[len(ctx) - bucket:] if bucket else []
-            prompt = ([tok.sot_prev, *ctx] if ctx else []) + list(tok.sot_sequence)
-            if r.prefix:
-                prompt += [tok.timestamp_begin, *r.prefix]
-            prompts.append(prompt)
-            groups.setdefault(bucket, []).append(i)
-        results: list[Any] = [None] * len(reqs)
-        for idx in groups.values():
-            sub = enc if len(idx) == len(reqs) else self._subset(enc, enc_np, idx)
-            max_new = max(reqs[i].max_new_tokens for i in idx)
-            max_len = min(448, max(len(prompts[i]) for i in idx) + max_new)
-            res = self.model.generate(sub, [prompts[i] for i in idx], beam_size=self.beam_size,
-                                      max_length=max_len, return_scores=True, return_no_speech_prob=True,
-                                      suppress_blank=True, suppress_tokens=[-1])
-            for i, rr in zip(idx, res, strict=True):
-                results[i] = rr
+        prompts = [self._prompt(r, langs[i][0], r.context) for i, r in enumerate(reqs)]
+        results = self._generate(enc, enc_np, reqs, prompts, list(range(len(reqs))))
+        guarded = [self._guard(list(results[i].sequences_ids[0]), len(r.prefix), lengths[i] / FRAMES_PER_SECOND,
+                               r.max_new_tokens, r.context) for i, r in enumerate(reqs)]
+        # Text that repeats the context prompt is usually the model echoing its prompt; but a speaker may
+        # really say again what was said before. Decode those windows again without the prompt: an echo
+        # goes away, real speech stays.
+        echoed = [i for i, g in enumerate(guarded) if g[3]]
+        if echoed:
+            bare = [self._prompt(r, langs[i][0], ()) if i in echoed else [] for i, r in enumerate(reqs)]
+            again = self._generate(enc, enc_np, reqs, bare, echoed)
+            for i in echoed:
+                r = reqs[i]
+                results[i] = again[i]
+                guarded[i] = self._guard(list(again[i].sequences_ids[0]), len(r.prefix),
+                                         lengths[i] / FRAMES_PER_SECOND, r.max_new_tokens, ())
+        self.echo_redecodes += len(echoed)
         outs: list[WhisperOutput] = []
         for i, r in enumerate(reqs):
             rr = results[i]
-            seq = list(rr.sequences_ids[0])
-            tokens, seg_ends, end_s = self._guard(seq, len(r.prefix), lengths[i] / FRAMES_PER_SECOND,
-                                                  r.max_new_tokens, r.context)
+            tokens, seg_ends, end_s, _ = guarded[i]
             score = float(rr.scores[0]) if rr.scores else 0.0
             outs.append(WhisperOutput(langs[i][0], langs[i][1], tokens, len(r.prefix), seg_ends, None,
                                       float(rr.no_speech_prob), score, 0.0, end_s))
@@ -307,14 +301,45 @@ class WhisperCT2(Recognizer):
             o.cost_s = cost
         return outs
 
+    def _prompt(self, r: WhisperRequest, lang: str, context: Sequence[int]) -> list[int]:
+        """[sot_prev, context (cut to a bucket size)...] sot_sequence [timestamp_begin, prefix...]."""
+        tok = self.tokenizer(lang)
+        ctx = list(context[-MAX_CONTEXT_TOKENS:])
+        bucket = max(b for b in CONTEXT_BUCKETS if b <= len(ctx))
+        ctx = ctx[len(ctx) - bucket:] if bucket else []
+        prompt = ([tok.sot_prev, *ctx] if ctx else []) + list(tok.sot_sequence)
+        if r.prefix:
+            prompt += [tok.timestamp_begin, *r.prefix]
+        return prompt
+
+    def _generate(self, enc: Any, enc_np: np.ndarray, reqs: list[WhisperRequest], prompts: list[list[int]],
+                  which: list[int]) -> list[Any]:
+        """Generation results for the requests ``which`` (None elsewhere): one call per prompt layout, as
+        the start-of-transcript token must sit at the same position in every prompt of a call."""
+        layouts: dict[int, list[int]] = {}
+        for i in which:     # the prompt up to the end of its sot sequence: the context part decides it
+            prefix = reqs[i].prefix
+            layouts.setdefault(len(prompts[i]) - (len(prefix) + 1 if prefix else 0), []).append(i)
+        results: list[Any] = [None] * len(reqs)
+        for idx in layouts.values():
+            sub = enc if len(idx) == len(reqs) else self._subset(enc, enc_np, idx)
+            max_new = max(reqs[i].max_new_tokens for i in idx)
+            max_len = min(448, max(len(prompts[i]) for i in idx) + max_new)
+            res = self.model.generate(sub, [prompts[i] for i in idx], beam_size=self.beam_size,
+                                      max_length=max_len, return_scores=True, return_no_speech_prob=True,
+                                      suppress_blank=True, suppress_tokens=[-1])
+            for i, rr in zip(idx, res, strict=True):
+                results[i] = rr
+        return results
+
     def _subset(self, enc: Any, enc_np: np.ndarray, idx: list[int]) -> Any:
         return self._ct2.StorageView.from_array(np.ascontiguousarray(enc_np[idx]))
 
     def _guard(self, seq: list[int], n_prefix: int, duration_s: float, max_new: int,
-               context: Sequence[int] = ()) -> tuple[list[int], list[tuple[int, float]], float | None]:
+               context: Sequence[int] = ()) -> tuple[list[int], list[tuple[int, float]], float | None, bool]:
         """Text tokens of a generated sequence with the looping guards applied, the segment ends
-        (text-token count, closing time in s), and the closing time of the last kept segment (None if
-        the text ran on without one)."""
+        (text-token count, closing time in s), the closing time of the last kept segment (None if
+        the text ran on without one), and whether the text was cut where it repeats ``context``."""
         tb, eot = self.timestamp_begin, self.eot
         text: list[int] = []
         seg_ends: list[tuple[int, float]] = []
@@ -346,11 +371,13 @@ class WhisperCT2(Recognizer):
         loop = find_loop(gen, min_period=4, min_repeats=3, short_period_repeats=5)
         if loop is not None:
             gen = gen[:loop[0]]
-        gen = gen[:_first_echo(gen, [*context, *text[:n_prefix]])]
+        own = _first_echo(gen, text[:n_prefix])
+        cut = _first_echo(gen, [*context, *text[:n_prefix]]) if context else own
+        gen = gen[:cut]
         tokens = text[:n_prefix] + gen
         ends = [(n, t) for n, t in seg_ends if n <= len(tokens)]
         end_s = ends[-1][1] if ends and ends[-1][0] == len(tokens) else None
-        return tokens, ends, end_s
+        return tokens, ends, end_s, cut < own
 
     def _align(self, enc: Any, enc_np: np.ndarray, want: list[int], reqs: list[WhisperRequest],
                outs: list[WhisperOutput], lengths: list[int], langs: list[tuple[str, float]]) -> None:
