@@ -248,9 +248,10 @@ def padding_study(model: str) -> None:
 
     with (DATA / "MANIFEST.tsv").open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if "librispeech" in r["path"]]
-    for label, pad, mn in (("30 s (faster-whisper)", 2700, 3000), ("+3 s, >= 10 s (ours)", 300, 1000),
-                           ("+1 s, no minimum", 100, 0)):
-        rec = WhisperCT2(model, threads=2, pad_frames=pad, min_frames=mn)
+    for label, pad, mn, bucket in (("30 s (faster-whisper)", 2700, 3000, 1),
+                                   ("+3 s, >= 10 s, 1 s buckets (ours)", 300, 1000, 100),
+                                   ("+3 s, >= 10 s, no buckets", 300, 1000, 1), ("+1 s, no minimum", 100, 0, 1)):
+        rec = WhisperCT2(model, threads=2, pad_frames=pad, min_frames=mn, bucket_frames=bucket)
         rec.warmup()
         err, cost = ErrorCount(), 0.0
         for r in rows:
@@ -260,7 +261,7 @@ def padding_study(model: str) -> None:
             out = rec.decode([req])[0]
             cost += time.perf_counter() - t0
             err += wer(r["reference"], rec.decode_text(out.tokens))
-        print(f"  padding {label:24s}: WER {err.rate:6.2%}  decode time {cost:6.1f} s for {len(rows)} clips")
+        print(f"  padding {label:34s}: WER {err.rate:6.2%}  decode time {cost:6.1f} s for {len(rows)} clips")
 
 
 def main() -> None:

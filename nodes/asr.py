@@ -144,6 +144,8 @@ class AsrNode(Node):
         Param("pad_ms", int, 3000, "silence appended to each decode window (ms)", min=0, max=29000),
         Param("min_window_ms", int, 10000, "decode windows are padded to at least this long (ms)", min=0,
               max=30000),
+        Param("bucket_ms", int, 1000, "padded window lengths are rounded up to a multiple of this (ms): a "
+              "few lengths keep the model's per-shape buffers (memory) bounded", min=10, max=30000),
         Param("batch_wait", bool, True, "hold a due partial until the other open streams are due too (at most "
               "until its stream's next message or a tick), so they share one decode call"),
         Param("lead_in_ms", int, 200, "utterances start this much before the VAD's speech start (not before "

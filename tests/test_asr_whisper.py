@@ -78,3 +78,37 @@ def test_words_of_a_final_sit_on_the_stream_clock(data_dir: Path) -> None:
     assert words[0].start_sample >= offset - 8000           # speech starts 5 s into the stream
     assert words[-1].end_sample <= offset + len(audio) + 8000
     assert isinstance(out[0].header, Header)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) / 1024 for ln in f if ln.startswith("VmRSS:"))
+
+
+def test_padded_window_lengths_come_in_buckets(tiny: WhisperCT2) -> None:
+    lengths = set()
+    for n in range(1, 2701, 37):
+        batch, real = tiny._features([WhisperRequest(None, False, np.zeros((n, 80), np.float32), [], [], "en",  # type: ignore[arg-type]
+                                                     False, 10, "partial")])
+        assert real == [n] and batch.shape[2] >= n + tiny.pad_frames
+        lengths.add(batch.shape[2])
+    assert all(t % 100 == 0 for t in lengths) and len(lengths) <= 21
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_memory_stays_flat_over_many_window_lengths(tiny: WhisperCT2, data_dir: Path) -> None:
+    """CTranslate2 keeps buffers per encoder input length: unbucketed, 30 new lengths cost ~20 MB."""
+    one = load_audio(data_dir / "en" / "librispeech" / "1688" / "1688-142285-0002.flac")
+    mel = whisper_log10_mel(np.tile(one, -(-27 * 16000 // len(one))))
+    rng = np.random.default_rng(0)
+
+    def round_of(k: int) -> None:
+        for _ in range(k):
+            n = int(rng.integers(700, 2700))
+            tiny.decode([WhisperRequest(None, False, mel[:n], [], [], "en", False, 40, "partial")])  # type: ignore[arg-type]
+
+    round_of(30)
+    before = rss_mb()
+    round_of(30)
+    assert rss_mb() - before < 5.0

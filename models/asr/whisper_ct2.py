@@ -11,7 +11,10 @@ batched encoder call; language detection, generation and word alignment reuse th
 
 Padding: Whisper was trained on 30 s windows, and padding every input to 30 s is what makes short
 utterances expensive. A window is padded with silence (the log-mel of zeros, then Whisper's
-normalization over the window) to ``len + pad_frames`` but at least ``min_frames``. Measured on the 70
+normalization over the window) to ``len + pad_frames`` but at least ``min_frames``, rounded up to a
+multiple of ``bucket_frames``. The rounding bounds memory: CTranslate2 keeps buffers for every encoder
+input length it has seen, so unrounded lengths (any of 2000) grew the process by about 0.7 MB per new
+length, +90 MB over a 10-minute session with tiny.en; with 1 s buckets there are at most 21. Measured on the 70
 LibriSpeech clips with base, int8, greedy (``bench/asr_latency.py`` reruns it with ``--padding``):
 3000 frames (faster-whisper's way) 12.1 % WER in 46 s; +300 / min 1000 frames 12.0 % in 19 s with
 the segment guards below; +100 frames loops on most clips (160 % WER).
@@ -156,7 +159,8 @@ class WhisperCT2(Recognizer):
 
     def __init__(self, model: str = "base", device: str = "auto", compute_type: str = "default",
                  threads: int = 0, beam_size: int = 1, pad_frames: int = 300, min_frames: int = 1000,
-                 resolved: ResolvedModel | None = None, policy: StreamPolicy | None = None) -> None:
+                 bucket_frames: int = 100, resolved: ResolvedModel | None = None,
+                 policy: StreamPolicy | None = None) -> None:
         if device not in DEVICES:
             raise ParamError(f"device={device!r} is not allowed; allowed: {', '.join(DEVICES)}")
         if beam_size < 1:
@@ -164,6 +168,8 @@ class WhisperCT2(Recognizer):
         if not 0 <= pad_frames < MAX_FRAMES or not 0 <= min_frames <= MAX_FRAMES:
             raise ParamError(f"pad_frames={pad_frames}, min_frames={min_frames} are not allowed; allowed: "
                              f"0 <= pad_frames < {MAX_FRAMES}, 0 <= min_frames <= {MAX_FRAMES}")
+        if not 1 <= bucket_frames <= MAX_FRAMES:
+            raise ParamError(f"bucket_frames={bucket_frames} is not allowed; allowed: 1 .. {MAX_FRAMES}")
         ct2 = _import_ct2()
         tokenizers, tokenizer_cls = _import_tokenizer()
         self.resolved = resolved if resolved is not None else resolve_model(model)
@@ -179,7 +185,7 @@ class WhisperCT2(Recognizer):
         self.n_bins = int(self.model.n_mels)
         self.multilingual = bool(self.model.is_multilingual)
         self.beam_size = int(beam_size)
-        self.pad_frames, self.min_frames = int(pad_frames), int(min_frames)
+        self.pad_frames, self.min_frames, self.bucket_frames = int(pad_frames), int(min_frames), int(bucket_frames)
         self.max_window = MAX_FRAMES - self.pad_frames
         self._hf = tokenizers.Tokenizer.from_file(str(self.resolved.path / "tokenizer.json"))
         self._tokenizer_cls = tokenizer_cls
@@ -239,7 +245,8 @@ class WhisperCT2(Recognizer):
     def _features(self, reqs: Sequence[WhisperRequest]) -> tuple[np.ndarray, list[int]]:
         """Batch (B, n_mels, L) of normalized, silence-padded windows, and each window's real length."""
         lengths = [min(int(r.frames.shape[0]), self.max_window) for r in reqs]
-        total = min(MAX_FRAMES, max(max(lengths) + self.pad_frames, self.min_frames))
+        total = max(max(lengths) + self.pad_frames, self.min_frames)
+        total = min(MAX_FRAMES, -(-total // self.bucket_frames) * self.bucket_frames)
         batch = np.empty((len(reqs), self.n_bins, total), np.float32)
         for i, (r, n) in enumerate(zip(reqs, lengths, strict=True)):
             x = r.frames[-n:] if n else r.frames[:0]
@@ -421,8 +428,9 @@ class WhisperCT2(Recognizer):
 
 def from_params(p: Any) -> WhisperCT2:
     """A :class:`WhisperCT2` from the asr node's parameters (model, device, compute_type, threads,
-    beam_size, pad_ms, min_window_ms, agreement, commit_after_ms, trim_after_s, force_after_s)."""
+    beam_size, pad_ms, min_window_ms, bucket_ms, agreement, commit_after_ms, trim_after_s, force_after_s)."""
     policy = StreamPolicy(agreement_n=p.agreement, trim_after_s=p.trim_after_s, force_after_s=p.force_after_s,
                           commit_after_s=p.commit_after_ms / 1000)
     return WhisperCT2(p.model, p.device, p.compute_type, p.threads, p.beam_size,
-                      pad_frames=p.pad_ms // 10, min_frames=p.min_window_ms // 10, policy=policy)
+                      pad_frames=p.pad_ms // 10, min_frames=p.min_window_ms // 10,
+                      bucket_frames=max(1, p.bucket_ms // 10), policy=policy)
