@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,av,vad,asr,sphinx]'
+	$(PIP) install -q -e '.[test,av,vad,asr,sphinx,speaker]'
+	@# The GE2E speaker encoder's weights ship in resemblyzer; --no-deps keeps its pins (webrtcvad) out.
+	$(PIP) install -q --no-deps 'resemblyzer==0.1.4'
 	@# espeak-ng (Debian) speaks the command clips of the grammar recognizer's test.
 	command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq espeak-ng; } \
 		|| echo "warning: could not install espeak-ng; run: sudo apt-get install espeak-ng"

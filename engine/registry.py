@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "jsonl_sink": "kikimimi.nodes.jsonl_sink:JsonlSink",
     "asr": "kikimimi.nodes.asr:AsrNode",
     "fusion": "kikimimi.nodes.fusion:FusionNode",
+    "speaker": "kikimimi.nodes.speaker:SpeakerNode",
 }
 
 _registered: dict[str, type[Node]] = {}

@@ -5,6 +5,7 @@
     kikimimi check GRAPH      # validate a graph file and print it normalized
     kikimimi transcribe FILE... [--model NAME|PATH] [--format text|jsonl|vtt|srt] [--language en|ja|auto]
                         [--backend NAME] [--output PATH] [--graph GRAPH]
+    kikimimi speakers enroll|list|remove|verify|calibrate ...   # the speaker enrollment database
 
 GRAPH is a YAML file or the name of a bundled graph (``default``).
 """
@@ -177,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--graph", default="default",
                     help="graph to run (default: the bundled default graph, the same one `run` uses)")
     tr.set_defaults(func=cmd_transcribe)
+
+    # ``kikimimi speakers ...``: enrollment database commands (launch/speakers.py)
+    from kikimimi.launch.speakers import add_parser as add_speakers_parser
+
+    add_speakers_parser(sub)
     return ap
 
 

@@ -8,12 +8,15 @@
   (each SPEECH_END carries its whole segment; an unmatched SPEECH_START is ignored).
 * :func:`speech_scores` counts true/false positives and misses of speech frames and gives precision,
   recall and F1 (:class:`SpeechScores`); several recordings are pooled by adding their scores.
+* :func:`der` gives the diarization error rate of hypothesis speaker turns against reference turns
+  (NIST md-eval definition, exact segment arithmetic, optimal one-to-one speaker mapping) as a
+  :class:`DerScore`; :func:`merge_turns` joins each speaker's turns separated by short gaps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,9 @@ FRAME_S = 0.01
 
 Turn = tuple[str, float, float]
 """One speaker turn: (speaker, start_s, end_s)."""
+
+Interval = tuple[float, float]
+"""A time interval (start_s, end_s)."""
 
 
 def read_rttm(path: str | Path) -> list[Turn]:
@@ -141,3 +147,164 @@ def pooled(scores: Sequence[SpeechScores]) -> SpeechScores:
     for s in scores:
         total = total + s
     return total
+
+
+def merge_turns(turns: Iterable[Turn], gap_s: float = 0.0) -> list[Turn]:
+    """Each speaker's turns with overlapping ones, and ones separated by at most ``gap_s`` seconds, joined
+    into one; other speakers' turns in between do not prevent the join. Sorted by (start, end, speaker)."""
+    if not gap_s >= 0:
+        raise ValueError(f"gap_s must be >= 0, got {gap_s!r}")
+    by_speaker: dict[str, list[Interval]] = {}
+    for speaker, start, end in turns:
+        by_speaker.setdefault(speaker, []).append((start, end))
+    merged = [(spk, s, e) for spk, segs in by_speaker.items() for s, e in _union(segs, gap_s)]
+    return sorted(merged, key=lambda t: (t[1], t[2], t[0]))
+
+
+def _union(intervals: Iterable[Interval], gap_s: float = 0.0) -> list[Interval]:
+    """Sorted disjoint intervals covering ``intervals``, joining ones at most ``gap_s`` apart; empty ones dropped."""
+    out: list[Interval] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if out and start <= out[-1][1] + gap_s:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _subtract(base: Sequence[Interval], removed: Sequence[Interval]) -> list[Interval]:
+    """The parts of disjoint sorted ``base`` intervals outside disjoint sorted ``removed`` intervals."""
+    out: list[Interval] = []
+    for start, end in base:
+        for r_start, r_end in removed:
+            if r_end <= start or r_start >= end:
+                continue
+            if r_start > start:
+                out.append((start, r_start))
+            start = max(start, r_end)
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def _active(intervals: Sequence[Interval], times: np.ndarray) -> np.ndarray:
+    """Boolean mask of ``times`` lying inside one of the disjoint sorted ``intervals`` [start, end)."""
+    if not intervals:
+        return np.zeros(times.shape, bool)
+    starts, ends = np.array(intervals, float).T
+    idx = np.searchsorted(starts, times, side="right") - 1
+    return (idx >= 0) & (times < ends[np.maximum(idx, 0)])
+
+
+def _speaker_intervals(turns: Sequence[Turn], what: str) -> dict[str, list[Interval]]:
+    """Each speaker's turns as sorted disjoint intervals (a speaker overlapping itself counts once)."""
+    by_speaker: dict[str, list[Interval]] = {}
+    for speaker, start, end in turns:
+        if not end >= start:
+            raise ValueError(f"{what} turn {(speaker, start, end)!r} ends before it starts")
+        by_speaker.setdefault(speaker, []).append((start, end))
+    return {spk: merged for spk, segs in by_speaker.items() if (merged := _union(segs))}
+
+
+def _scored_regions(reference: Sequence[Turn], ref: dict[str, list[Interval]], collar_s: float,
+                    skip_overlap: bool, uem: Interval | None) -> list[Interval]:
+    """The evaluated time: ``uem`` (or everything) less ±collar_s around each reference turn's start and end
+    and, with ``skip_overlap``, less the regions where two or more reference speakers talk."""
+    if uem is None:
+        uem = (-np.inf, np.inf)
+    elif not uem[1] >= uem[0]:
+        raise ValueError(f"uem {uem!r} ends before it starts")
+    removed = [(t - collar_s, t + collar_s) for _, s, e in reference for t in (s, e)] if collar_s > 0 else []
+    if skip_overlap:
+        edges = np.unique([t for segs in ref.values() for seg in segs for t in seg])
+        if edges.size > 1:
+            mids = (edges[:-1] + edges[1:]) / 2
+            n_ref = sum(_active(segs, mids).astype(int) for segs in ref.values())
+            removed += [(float(a), float(b)) for a, b, n in zip(edges[:-1], edges[1:], n_ref, strict=True) if n >= 2]
+    return _subtract([uem], _union(removed))
+
+
+def _activity(speakers: dict[str, list[Interval]], times: np.ndarray) -> np.ndarray:
+    """(speaker, time) matrix of 1.0 where the speaker talks at the time, 0.0 elsewhere; rows in dict order."""
+    act = np.zeros((len(speakers), times.size))
+    for i, segs in enumerate(speakers.values()):
+        act[i] = _active(segs, times)
+    return act
+
+
+def _optimal_mapping(overlap: np.ndarray, hyp_names: Sequence[str], ref_names: Sequence[str]) -> dict[str, str]:
+    """Hypothesis -> reference speaker mapping, one-to-one, maximising the total ``overlap[h, r]`` (seconds);
+    pairs that do not overlap at all are left unmapped."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    return {hyp_names[h]: ref_names[r] for h, r in zip(rows, cols, strict=True) if overlap[h, r] > 0}
+
+
+@dataclass(frozen=True, slots=True)
+class DerScore:
+    """Diarization error components in seconds: scored reference speech (``total``, a region with n reference
+    speakers counting n times), false alarm, missed speech and speaker confusion, and the optimal
+    hypothesis -> reference speaker ``mapping``. Add two to pool recordings (the sum has an empty mapping,
+    since speaker labels belong to one recording)."""
+
+    total: float
+    false_alarm: float
+    missed: float
+    confusion: float
+    mapping: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def error(self) -> float:
+        """false_alarm + missed + confusion, in seconds."""
+        return self.false_alarm + self.missed + self.confusion
+
+    @property
+    def der(self) -> float:
+        """error / total; when there is no reference speech, 0.0 without errors and 1.0 with (as pyannote)."""
+        if self.total > 0:
+            return self.error / self.total
+        return 1.0 if self.error > 0 else 0.0
+
+    def __add__(self, other: DerScore) -> DerScore:
+        return DerScore(self.total + other.total, self.false_alarm + other.false_alarm,
+                        self.missed + other.missed, self.confusion + other.confusion)
+
+
+def der(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar_s: float = 0.25, skip_overlap: bool = False,
+        uem: tuple[float, float] | None = None) -> DerScore:
+    """Diarization error rate of ``hypothesis`` turns against ``reference`` turns (NIST md-eval definition).
+
+    Scored time is ``uem`` (start_s, end_s), or all time when None, less ``collar_s`` seconds on EACH side of
+    every reference turn's start and end (md-eval ``-c collar_s``; pyannote.metrics' ``collar`` is the total
+    width, so ``collar_s=0.25`` here equals pyannote ``collar=0.5``), less overlapped reference speech when
+    ``skip_overlap``. Every boundary of every turn and scored region cuts the time into elementary segments;
+    in each, with n_ref / n_hyp speakers talking and n_correct reference speakers whose mapped hypothesis
+    speaker also talks: missed = max(0, n_ref - n_hyp), false alarm = max(0, n_hyp - n_ref), confusion =
+    min(n_ref, n_hyp) - n_correct, total = n_ref, each times the segment's duration. The speaker mapping is
+    the one-to-one hypothesis -> reference mapping maximising the total scored overlap. A speaker's own
+    overlapping turns count once.
+    """
+    if not collar_s >= 0:
+        raise ValueError(f"collar_s must be >= 0, got {collar_s!r}")
+    ref = _speaker_intervals(reference, "reference")
+    hyp = _speaker_intervals(hypothesis, "hypothesis")
+    scored = _scored_regions(reference, ref, collar_s, skip_overlap, uem)
+    edges = np.unique([t for side in (ref, hyp) for segs in side.values() for seg in segs for t in seg]
+                      + [t for seg in scored for t in seg if np.isfinite(t)])
+    if edges.size < 2:
+        return DerScore(0.0, 0.0, 0.0, 0.0)
+    mids = (edges[:-1] + edges[1:]) / 2
+    dur = np.diff(edges) * _active(scored, mids)
+    r_act, h_act = _activity(ref, mids), _activity(hyp, mids)
+    mapping = _optimal_mapping((h_act * dur) @ r_act.T, list(hyp), list(ref))
+    n_ref, n_hyp = r_act.sum(0), h_act.sum(0)
+    h_row, r_row = {spk: i for i, spk in enumerate(hyp)}, {spk: i for i, spk in enumerate(ref)}
+    n_correct = np.zeros_like(dur)
+    for h, r in mapping.items():
+        n_correct += h_act[h_row[h]] * r_act[r_row[r]]
+    return DerScore(total=float(dur @ n_ref),
+                    false_alarm=float(dur @ np.maximum(0, n_hyp - n_ref)),
+                    missed=float(dur @ np.maximum(0, n_ref - n_hyp)),
+                    confusion=float(dur @ (np.minimum(n_ref, n_hyp) - n_correct)),
+                    mapping=mapping)

@@ -54,9 +54,22 @@ def _s(samples: int, rate: int) -> str:
 
 
 def format_final(msg: Transcript) -> str:
-    """``[stream] 1.23-4.56 s: text`` for a final transcript."""
+    """``[stream] 1.23-4.56 s: text`` for a final transcript; with speaker labels
+    ``[stream] 1.23-4.56 s alice: text``, and ``... s alice: text | voice_1: text`` when its words were
+    said by several speakers."""
     r = msg.sample_rate
-    return f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s: {msg.committed}"
+    head = f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s"
+    runs: list[tuple[str, list[str]]] = []
+    for w in msg.words:
+        if w.speaker and (not runs or runs[-1][0] != w.speaker):
+            runs.append((w.speaker, []))
+        if runs:
+            runs[-1][1].append(w.text)
+    if len(runs) > 1:
+        sep = "" if msg.language in ("ja", "zh", "th", "lo", "my", "km") else " "
+        return head + " " + " | ".join(f"{who}: {sep.join(t.strip() for t in ws)}" for who, ws in runs)
+    who = f" {msg.speaker}" if msg.speaker else ""
+    return f"{head}{who}: {msg.committed}"
 
 
 def format_partial(msg: Transcript) -> str:
@@ -64,7 +77,8 @@ def format_partial(msg: Transcript) -> str:
     r = msg.sample_rate
     unstable = f"[{msg.unstable}]" if msg.unstable else ""
     text = " ".join(t for t in (msg.committed.strip(), unstable) if t)
-    return f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s ~ {text}"
+    who = f" {msg.speaker}" if msg.speaker else ""
+    return f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{who} ~ {text}"
 
 
 def format_message(msg: Message, show_audio: bool = False) -> str | None:
@@ -74,6 +88,8 @@ def format_message(msg: Message, show_audio: bool = False) -> str | None:
     if isinstance(msg, Transcript):
         return format_final(msg) if msg.final and msg.committed.strip() else None
     if isinstance(msg, VadEvent):
+        if msg.kind is SpeechEventKind.PROGRESS:
+            return None               # watermarks are for nodes, not people
         if msg.kind is SpeechEventKind.SPEECH_START:
             return f"{tag} speech start {_s(msg.start_sample, msg.sample_rate)}"
         rate = msg.sample_rate

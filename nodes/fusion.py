@@ -14,23 +14,41 @@ utterance's revisions in order:
   finished ones are forgotten and everything at or below the newest forgotten id counts as out of
   date. END_OF_STREAM for a stream forgets that stream ("all": every stream).
 
-Later issues attach more here, on the same per-utterance state: the speaker of the utterance
-(``SpeakerTurn`` messages from a diarization node, matched by stream and sample span) and affect
-labels (emotion / prosody estimates over the utterance's span). The node then waits, within a
-bounded latency, for those to arrive before forwarding a final, and adds them to what it emits.
+Speakers (optional ``speakers`` input, SpeakerTurn from a speaker node): each transcript gets the
+speaker whose turns overlap its span most (final turns first, else the provisional ones) with the
+turn's score; each word of a final gets the speaker of the turn holding its midpoint. A final waits
+until the speaker node's final turns reach its end (or the speaker input ended), at most
+``speaker_wait_ms``; later transcripts of the same stream wait behind it, so order is kept. Turns are
+matched by sample span, not by utterance id (the two nodes number utterances independently); each
+stream keeps its ``keep_turns`` newest turns.
+
+Later issues attach affect labels (emotion / prosody estimates over the utterance's span) the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.messages import ALL_STREAMS, Control, ControlKind, Message, Transcript
+from kikimimi.engine.messages import (
+    ALL_STREAMS,
+    Control,
+    ControlKind,
+    Message,
+    SpeakerTurn,
+    Transcript,
+    Word,
+)
 from kikimimi.engine.metrics import DROP_STALE
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+
+TICK_NS = 20_000_000
+MAX_WAITING = 256          # transcripts per stream held behind a final that waits for its speaker
 
 
 @dataclass
@@ -43,20 +61,33 @@ class _Utterance:
 class _Stream:
     utterances: dict[int, _Utterance] = field(default_factory=dict)
     forgotten_upto: int = -1          # every utterance id <= this one is forgotten (out of date)
+    turns: deque[SpeakerTurn] = field(default_factory=deque)
+    final_end: int = -1               # end sample of the newest final speaker turn
+    speakers_ended: bool = False
+    waiting: deque[tuple[int, Transcript]] = field(default_factory=deque)   # (deadline ns, transcript)
 
 
 class FusionNode(Node):
-    """Forwards transcript revisions in order per utterance, dropping out-of-date ones."""
+    """Forwards transcript revisions in order per utterance, with speaker labels; see the module docstring."""
 
     kind = "fusion"
-    help = ("Joins what is known about each utterance; for now forwards transcripts, dropping out-of-date "
-            "revisions per utterance.")
-    inputs = (PortSpec("transcripts", (Transcript,), queue=QueueConfig.make("block", 256),
-                       help="transcript revisions (partials and finals) from an asr node"),)
-    outputs = (PortSpec("transcripts", (Transcript,), help="the same revisions, out-of-date ones removed"),)
+    help = ("Joins what is known about each utterance: transcripts (out-of-date revisions dropped) labelled "
+            "with the speaker turns that overlap them.")
+    inputs = (
+        PortSpec("transcripts", (Transcript,), queue=QueueConfig.make("block", 256),
+                 help="transcript revisions (partials and finals) from an asr node"),
+        PortSpec("speakers", (SpeakerTurn,), queue=QueueConfig.make("block", 256),
+                 help="speaker turns from a speaker node (optional)"),
+    )
+    outputs = (PortSpec("transcripts", (Transcript,), help="the same revisions, out-of-date ones removed, "
+                        "with speaker labels when there are speaker turns"),)
     params = (
         Param("keep_utterances", int, 64, "per stream, remember the revision state of this many newest "
               "utterances", min=1, max=100_000),
+        Param("keep_turns", int, 256, "per stream, keep this many newest speaker turns", min=1, max=100_000),
+        Param("speaker_wait_ms", int, 500, "a final waits at most this long for its speaker turns", min=0),
+        Param("speaker_slack_ms", int, 250, "a final's speaker turns count as complete once they reach this "
+              "close to its end", min=0),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -66,12 +97,81 @@ class FusionNode(Node):
         self.forwarded = 0
         self.finals = 0
         self.dropped_out_of_date = 0
+        self.speaker_timeouts = 0
+        self.tick_interval_ns = TICK_NS
+
+    @property
+    def _wants_speakers(self) -> bool:
+        return self.connected_inputs is not None and "speakers" in self.connected_inputs
 
     def on_message(self, port: str, msg: Message) -> None:
-        """Forward ``msg`` if it is newer than everything forwarded for its utterance; else count and drop it."""
+        """A transcript is forwarded (or waits for its speaker); a speaker turn is remembered and may
+        release waiting finals."""
+        if isinstance(msg, SpeakerTurn):
+            st = self._streams.setdefault(msg.header.stream_id, _Stream())
+            st.turns.append(msg)
+            while len(st.turns) > self.p.keep_turns:
+                st.turns.popleft()
+            if msg.final:
+                st.final_end = max(st.final_end, msg.end_sample)
+            self._release(st)
+            return
         if not isinstance(msg, Transcript):
             return
         st = self._streams.setdefault(msg.header.stream_id, _Stream())
+        if st.waiting or (msg.final and self._wants_speakers and not self._complete(st, msg)):
+            st.waiting.append((self.clock.now_ns() + self.p.speaker_wait_ms * 1_000_000, msg))
+            if len(st.waiting) > MAX_WAITING:
+                self.speaker_timeouts += 1
+                self._forward(st, st.waiting.popleft()[1])
+            self._release(st)
+            return
+        self._forward(st, msg)
+
+    def on_tick(self, now_ns: int) -> None:
+        """Finals whose wait is over go out with what is known."""
+        for st in self._streams.values():
+            if st.waiting:
+                self._release(st, now_ns)
+
+    def on_control(self, port: str, ctrl: Control) -> None:
+        """END_OF_STREAM on ``speakers`` releases waiting finals; on ``transcripts`` it forgets the stream's
+        utterances ("all": every stream), after forwarding what waits."""
+        if ctrl.kind is not ControlKind.END_OF_STREAM:
+            return
+        sid = ctrl.header.stream_id
+        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
+        for s in targets:
+            st = self._streams[s]
+            if port == "speakers":
+                st.speakers_ended = True
+                self._release(st)
+            elif port == "transcripts":
+                self._release(st, force=True)
+                del self._streams[s]
+
+    def on_stop(self) -> None:
+        """Forward everything still waiting."""
+        for st in self._streams.values():
+            self._release(st, force=True)
+
+    # ------------------------------------------------------------------ internals
+    def _complete(self, st: _Stream, msg: Transcript) -> bool:
+        slack = self.p.speaker_slack_ms * msg.sample_rate // 1000
+        return st.speakers_ended or st.final_end >= msg.end_sample - slack
+
+    def _release(self, st: _Stream, now_ns: int | None = None, force: bool = False) -> None:
+        while st.waiting:
+            deadline, msg = st.waiting[0]
+            done = not msg.final or self._complete(st, msg)
+            if not (force or done or (now_ns is not None and now_ns >= deadline)):
+                return
+            if msg.final and not done:
+                self.speaker_timeouts += 1
+            st.waiting.popleft()
+            self._forward(st, msg)
+
+    def _forward(self, st: _Stream, msg: Transcript) -> None:
         utt = st.utterances.get(msg.utterance_id)
         if (msg.utterance_id <= st.forgotten_upto
                 or (utt is not None and (utt.final or msg.revision <= utt.revision))):
@@ -83,6 +183,8 @@ class FusionNode(Node):
             self._prune(st)
         else:
             utt.revision, utt.final = msg.revision, msg.final
+        if st.turns:
+            msg = label(msg, st.turns)
         self.forwarded += 1
         self.finals += int(msg.final)
         self.emit("transcripts", msg)
@@ -96,12 +198,37 @@ class FusionNode(Node):
             del st.utterances[uid]
             st.forgotten_upto = max(st.forgotten_upto, uid)
 
-    def on_control(self, port: str, ctrl: Control) -> None:
-        """END_OF_STREAM forgets the stream's utterances ("all": every stream)."""
-        if ctrl.kind is not ControlKind.END_OF_STREAM:
-            return
-        sid = ctrl.header.stream_id
-        if sid == ALL_STREAMS:
-            self._streams.clear()
-        else:
-            self._streams.pop(sid, None)
+
+def _current(turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> list[SpeakerTurn]:
+    """Final turns, plus the provisional turns of utterance parts that have no final turn yet."""
+    finals = {(t.utterance_id, t.part) for t in turns if t.final}
+    latest: dict[tuple[int, int], SpeakerTurn] = {}
+    for t in turns:
+        key = (t.utterance_id, t.part)
+        if t.final or key not in finals:
+            latest[key] = t
+    return list(latest.values())
+
+
+def label(msg: Transcript, turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> Transcript:
+    """``msg`` with the speaker of most overlap (and its score) and, for words, the speaker holding each
+    word's midpoint. Unchanged if no turn overlaps it."""
+    cands = _current(turns)
+    a, b = msg.start_sample, max(msg.end_sample, msg.start_sample + 1)
+    best, best_overlap = None, 0
+    for t in cands:
+        ov = min(b, t.end_sample) - max(a, t.start_sample)
+        if ov > best_overlap:
+            best, best_overlap = t, ov
+    if best is None:
+        return msg
+    words: tuple[Word, ...] = msg.words
+    if words:
+        labelled = []
+        for w in words:
+            mid = (w.start_sample + w.end_sample) // 2
+            hold = [t for t in cands if t.start_sample <= mid < t.end_sample]
+            who = max(hold, key=lambda t: t.final).speaker if hold else best.speaker
+            labelled.append(dataclasses.replace(w, speaker=who))
+        words = tuple(labelled)
+    return dataclasses.replace(msg, speaker=best.speaker, speaker_score=best.score, words=words)

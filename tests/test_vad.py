@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_noise_and_silence_give_no_events(what: str, amplitude: float) -> None:
     assert boundaries(events) == []
     marks = [e.start_sample for e in events]     # only watermarks, every 100 ms of audio (to a window)
     assert all(e.kind is PROGRESS for e in events)
-    assert len(marks) >= 5 * 16000 // 1600 - 1 and all(0 < b - a < 1600 + 512 for a, b in zip(marks, marks[1:]))
+    assert len(marks) >= 5 * 16000 // 1600 - 1 and all(0 < b - a < 1600 + 512 for a, b in itertools.pairwise(marks))
     assert node.windows_decided == 5 * 16000 // 512
     if what == "silence":  # webrtcvad hears nothing: Silero runs only on the warm-up windows
         assert node.windows_run == -(-500 // WINDOW_MS)

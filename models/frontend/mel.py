@@ -13,7 +13,7 @@ import numpy as np
 
 from kikimimi.engine.errors import ParamError
 
-WHISPER_N_MELS = (80, 128)
+WHISPER_N_MELS = (40, 80, 128)   # 40: the GE2E speaker encoder's input (as mel power)
 KALDI_MAX_MELS = 256
 
 # Slaney's mel scale (librosa's htk=False): linear below 1 kHz, logarithmic above.
@@ -46,7 +46,7 @@ def whisper_mel_filters(n_mels: int, sample_rate: int = 16000, n_fft: int = 400)
     what ``librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels)`` returns and what Whisper ships.
     """
     if n_mels not in WHISPER_N_MELS:
-        raise ParamError(f"Whisper n_mels={n_mels!r} is not allowed; allowed: 80, 128")
+        raise ParamError(f"Whisper n_mels={n_mels!r} is not allowed; allowed: {', '.join(map(str, WHISPER_N_MELS))}")
     fft_hz = np.arange(n_fft // 2 + 1, dtype=np.float64) * (sample_rate / n_fft)
     edges_mel = np.linspace(slaney_hz_to_mel(0.0), slaney_hz_to_mel(sample_rate / 2.0), n_mels + 2)
     edges_hz = slaney_mel_to_hz(edges_mel)

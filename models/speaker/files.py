@@ -1,0 +1,111 @@
+"""Speaker embeddings of whole files: read, mono, 16 kHz, find the speech, embed it.
+
+:func:`speech_embedding` is what ``kikimimi speakers enroll / verify / calibrate`` use. The speech is
+found by the same two-stage VAD node the streaming graph runs (:class:`~kikimimi.nodes.vad.TwoStageVad`),
+fed offline with 20 ms int16 chunks, and the file is embedded over its speech segments with
+:func:`~kikimimi.models.speaker.windows.embed_audio`, exactly as the streaming speaker node windows an
+utterance. A file in which the VAD finds no speech (or only segments too short for one window) is
+embedded whole, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from kikimimi.engine.errors import KikimimiError
+from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Header, Message, SpeechEventKind, VadEvent
+from kikimimi.models.speaker.encoder import SpeakerEncoder
+from kikimimi.models.speaker.windows import Embedded, embed_audio
+from kikimimi.nodes._audio import float_to_int16
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+CHUNK = RATE * 20 // 1000           # 20 ms chunks, as a live source sends them
+AV_EXTENSIONS = (".mp4", ".mpg", ".mkv", ".webm", ".avi", ".mov")
+STREAM = "file"
+
+
+def _read_av(path: Path, rate: int) -> np.ndarray:
+    """The audio track of a video container, mono float32 at ``rate`` (through PyAV)."""
+    try:
+        import av
+    except ImportError as exc:
+        raise KikimimiError(f"cannot read {path}: video containers need PyAV (pip install av)") from exc
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise KikimimiError(f"cannot read {path}: it has no audio track")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            parts: list[np.ndarray] = []
+            for frame in container.decode(audio=0):
+                parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except av.error.FFmpegError as exc:
+        raise KikimimiError(f"cannot read audio from {path}: {exc}") from exc
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def load_audio(path: str | Path, rate: int = RATE) -> np.ndarray:
+    """The file's audio, mixed to mono, resampled to ``rate`` with soxr: float32 in [-1, 1]. Audio files
+    go through soundfile, video containers through PyAV. Raises KikimimiError naming the file."""
+    import soundfile as sf
+    import soxr
+
+    p = Path(path)
+    if not p.is_file():
+        raise KikimimiError(f"cannot read audio file {p}: no such file")
+    if p.suffix.lower() in AV_EXTENSIONS:
+        return _read_av(p, rate)
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise KikimimiError(f"cannot read audio file {p}: {exc}") from exc
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if sr != rate and mono.size:
+        mono = soxr.resample(mono, sr, rate).astype(np.float32)
+    return np.ascontiguousarray(mono, np.float32)
+
+
+def speech_spans(audio: np.ndarray, rate: int = RATE, vad_params: dict | None = None) -> list[tuple[int, int]]:
+    """Speech segments ``[start, end)`` (samples) of mono float32 ``audio`` at ``rate``, from the two-stage
+    VAD node run offline over 20 ms int16 chunks (as ``tests/harness.py`` drives a node)."""
+    from kikimimi.nodes.vad import TwoStageVad
+
+    node = TwoStageVad("vad", dict(vad_params or {}))
+    out: list[Message] = []
+    node.bind(lambda port, msg: out.append(msg))
+    node.on_start()
+    pcm = float_to_int16(np.asarray(audio, np.float32)).reshape(-1, 1)
+    chunk = rate * 20 // 1000
+    for seq, a in enumerate(range(0, len(pcm), chunk)):
+        header = Header(STREAM, seq, a, 0, "file")
+        node.on_message("audio", AudioChunk(header, pcm[a:a + chunk], rate))
+    node.on_control("audio", Control(Header(STREAM, 0, len(pcm), 0, "file"), ControlKind.END_OF_STREAM))
+    node.on_stop()
+    return [(m.start_sample, m.end_sample) for m in out
+            if isinstance(m, VadEvent) and m.kind is SpeechEventKind.SPEECH_END]
+
+
+def speech_embedding(encoder: SpeakerEncoder, path: str | Path) -> tuple[Embedded, float]:
+    """The embedding of the speech in the file ``path`` and its seconds of speech.
+
+    The file is read (any channels, any rate), mixed to mono, resampled to the encoder's rate, its speech
+    found with the two-stage VAD and embedded over those spans. Without speech the whole file is used
+    (logged as a warning) and its whole length counts. ``Embedded.vector`` is None only when even the
+    whole file is shorter than the encoder's shortest window."""
+    rate = encoder.sample_rate
+    audio = load_audio(path, rate)
+    spans = speech_spans(audio, rate)
+    if spans:
+        emb = embed_audio(encoder, audio, spans=spans)
+        if emb.vector is not None:
+            return emb, sum(b - a for a, b in spans) / rate
+        log.warning("%s: the speech the VAD found (%.2f s in %d segments) is too short to embed; using the "
+                    "whole file", path, sum(b - a for a, b in spans) / rate, len(spans))
+    else:
+        log.warning("%s: the VAD found no speech; embedding the whole file (%.2f s)", path, len(audio) / rate)
+    return embed_audio(encoder, audio), len(audio) / rate
