@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from harness import run_node
 
+from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import GraphError, ParamError
 from kikimimi.engine.graph import load_graph
-from kikimimi.engine.messages import Control, ControlKind, Header, Message, Transcript
+from kikimimi.engine.messages import Control, ControlKind, Header, Message, SpeakerTurn, Transcript, Word
+from kikimimi.nodes.console_sink import format_final
 from kikimimi.nodes.fusion import FusionNode
 
 
@@ -79,3 +81,63 @@ def test_graph_wiring_is_validated() -> None:
         load_graph(g)
     with pytest.raises(ParamError, match=r"keep_utterances=0 is below the minimum 1"):
         FusionNode("f", {"keep_utterances": 0})
+
+
+# ---------------------------------------------------------------------- speaker labels
+def turn(utt: int, part: int, who: str, a: float, b: float, final: bool = True, score: float = 0.8) -> SpeakerTurn:
+    return SpeakerTurn(Header("a", 0, int(b * 16000), 0, "spk"), utt, part, who, score, who == "alice", final,
+                       int(a * 16000), int(b * 16000), 16000)
+
+
+def final_with_words(start: float, end: float, words: list[tuple[str, float, float]]) -> Transcript:
+    ws = tuple(Word(t, int(a * 16000), int(b * 16000), 0.9) for t, a, b in words)
+    return Transcript(Header("a", 0, int(end * 16000), 0, "asr"), 0, 1, " ".join(t for t, _, _ in words), "", True,
+                      int(start * 16000), int(end * 16000), 16000, "en", ws)
+
+
+def test_finals_wait_for_their_speaker_turns_and_words_get_the_turn_that_holds_them() -> None:
+    clock = ManualClock()
+    node = FusionNode("fusion", {}, clock=clock)
+    node.connected_inputs = frozenset({"transcripts", "speakers"})
+    out: list[Message] = []
+    node.bind(lambda port, m: out.append(m))
+    node.on_message("speakers", turn(0, 0, "alice", 1.0, 2.0, final=False))
+    partial = Transcript(Header("a", 0, 0, 0, "asr"), 0, 0, "", "hello", False, 16000, 32000, 16000, "en")
+    node.on_message("transcripts", partial)
+    assert out[-1].speaker == "alice"                        # a partial goes at once, with the provisional label
+    fin = final_with_words(1.0, 4.0, [("hello", 1.1, 1.5), ("there", 1.6, 2.0), ("bob", 2.6, 3.0), ("here", 3.1, 3.9)])
+    node.on_message("transcripts", fin)
+    assert len(out) == 1                                     # the final waits for the speaker node's final turns
+    node.on_message("speakers", turn(0, 0, "alice", 1.0, 2.4))
+    assert len(out) == 1
+    node.on_message("speakers", turn(0, 1, "voice_1", 2.4, 4.0, score=0.7))
+    assert len(out) == 2
+    got = out[-1]
+    assert isinstance(got, Transcript) and got.final and got.speaker == "voice_1" and got.speaker_score == 0.7
+    assert [w.speaker for w in got.words] == ["alice", "alice", "voice_1", "voice_1"]
+    assert format_final(got) == "[a] 1.00-4.00 s alice: hello there | voice_1: bob here"
+
+
+def test_a_final_goes_out_without_its_speaker_after_the_wait() -> None:
+    clock = ManualClock()
+    node = FusionNode("fusion", {"speaker_wait_ms": 500}, clock=clock)
+    node.connected_inputs = frozenset({"transcripts", "speakers"})
+    out: list[Message] = []
+    node.bind(lambda port, m: out.append(m))
+    node.on_message("transcripts", final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)]))
+    later = Transcript(Header("a", 1, 0, 0, "asr"), 1, 0, "", "next", False, 48000, 64000, 16000, "en")
+    node.on_message("transcripts", later)
+    assert out == []                                          # order is kept: the partial waits behind the final
+    clock.advance(400_000_000)
+    node.on_tick(clock.now_ns())
+    assert out == []
+    clock.advance(200_000_000)
+    node.on_tick(clock.now_ns())
+    assert [m.utterance_id for m in out] == [0, 1] and node.speaker_timeouts == 1
+    assert out[0].speaker == ""
+
+
+def test_without_a_speaker_input_finals_do_not_wait() -> None:
+    node = FusionNode("fusion")
+    fin = final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)])
+    assert [m for _, m in run_node(node, [("transcripts", fin)])] == [fin]
