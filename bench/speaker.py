@@ -160,12 +160,11 @@ def compute(enc: SpeakerEncoder, items: list[tuple[Path, str]], repeats: int, re
     if any(v is None for v in ours):
         ours, how = ours_full, "embed_audio over the whole clip (speech_embedding gave no vector for a clip)"
     e, thr = pair_scores(ours, spk)   # type: ignore[arg-type]
-    n_same = sum(a == b for a, b in itertools.combinations(spk, 2))
-    n_pairs = len(spk) * (len(spk) - 1) // 2
+    n_same, n_pairs = sum(a == b for a, b in itertools.combinations(spk, 2)), len(spk) * (len(spk) - 1) // 2
     print(f"  EER ours   {e:6.2%} (threshold {thr:.3f}) over {n_same} same / {n_pairs - n_same} different pairs; "
           f"embeddings: {how}")
-    e2, thr2 = pair_scores(ours_full, spk)   # type: ignore[arg-type]
-    print(f"  EER ours, embed_audio over the whole clip {e2:6.2%} (threshold {thr2:.3f})")
+    print("  EER ours, embed_audio over the whole clip {:6.2%} (threshold {:.3f})".format(
+        *pair_scores(ours_full, spk)))  # type: ignore[arg-type]
     if not resemblyzer:
         return
     import torch
@@ -187,8 +186,7 @@ def compute(enc: SpeakerEncoder, items: list[tuple[Path, str]], repeats: int, re
           f"(preprocess {pre_cost / total_s:.4f}, embed_utterance {emb_cost / total_s:.4f})")
     print(f"  ratio ours/theirs: embed_audio / (preprocess + embed_utterance) {ours_cost / total_s / r_all:.2f}; "
           f"embed_audio / embed_utterance {ours_cost / emb_cost:.2f}")
-    e3, thr3 = pair_scores(theirs, spk)
-    print(f"  EER resemblyzer {e3:6.2%} (threshold {thr3:.3f})")
+    print("  EER resemblyzer {:6.2%} (threshold {:.3f})".format(*pair_scores(theirs, spk)))
 
 
 def program(items: list[tuple[Path, str]], quick: bool) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
@@ -206,21 +204,18 @@ def program(items: list[tuple[Path, str]], quick: bool) -> tuple[np.ndarray, lis
     return np.concatenate(pieces), spans
 
 
-def stream(wav: Path, threads: int, threshold: float) -> tuple[SpeakerCollector, Any, float]:
+def stream(wav: Path, threads: int) -> tuple[SpeakerCollector, Any]:
     g = GraphBuilder("speaker-bench")
     g.node("source", "file_source", path=str(wav), speed=1.0, stream_id="mic")
     g.node("vad", "vad").connect("audio", "source.audio", policy="block", capacity=256)
-    # thresholds given explicitly (= the defaults without a database): a None default fails the Runner's
-    # second validation of the built params (the speaker node's thresholds are not declared nullable)
-    spk = g.node("speaker", "speaker", db="none", threads=threads, threshold=threshold, cluster_threshold=threshold)
+    spk = g.node("speaker", "speaker", db="none", threads=threads)
     spk.connect("audio", "source.audio", policy="block", capacity=512).connect("vad", "vad.events")
     g.node("collect", "bench_speaker_collector").connect("turns", "speaker.turns").connect(
         "vad", "vad.events").connect("audio", "source.audio")
     runner = Runner(g.build())
-    t0 = time.perf_counter()
     runner.run()
     col: SpeakerCollector = runner.drivers["collect"].node  # type: ignore[assignment]
-    return col, runner.drivers["speaker"].node, time.perf_counter() - t0
+    return col, runner.drivers["speaker"].node
 
 
 def delays(col: SpeakerCollector, node: Any, duration: float) -> list[tuple[int, SpeakerTurn]]:
@@ -238,6 +233,9 @@ def delays(col: SpeakerCollector, node: Any, duration: float) -> list[tuple[int,
     print(f"  of which VAD (end sample -> SPEECH_END arrives): median {med(vad):.3f} s, p90 {p90(vad):.3f}; "
           f"speaker node (SPEECH_END -> final label, {len(own)} matched): median {med(own):.3f} s, "
           f"p90 {p90(own):.3f}, max {max(own, default=float('nan')):.3f}")
+    late = [f"{tr.end_sample / RATE:.1f} s (+{d:.2f})" for (_, tr), d in zip(finals, total, strict=True)
+            if d > TARGET_S]
+    print(f"  late final labels (> {TARGET_S} s; at end of utterance, + delay): {', '.join(late) or 'none'}")
     for name, v in (("median", med(total)), ("p90", p90(total))):
         print(f"  target label within {TARGET_S} s of the end ({name} {v:.3f} s): "
               f"{'PASS' if v <= TARGET_S else 'MISS'}")
@@ -272,6 +270,9 @@ def diarization(col: SpeakerCollector, finals: list[tuple[int, SpeakerTurn]], rt
     hyp = [(tr.speaker, tr.start_sample / RATE, tr.end_sample / RATE) for _, tr in finals if tr.speaker != "unknown"]
     one = [("speech", e.start_sample / RATE, e.end_sample / RATE) for _, e in col.vad
            if e.kind is SpeechEventKind.SPEECH_END]
+    unknown = sum(tr.end_sample - tr.start_sample for _, tr in finals if tr.speaker == "unknown") / RATE
+    print(f"  speakers: reference {len({r[0] for r in ref})}, ours {len({h[0] for h in hyp})} "
+          f"({unknown:.1f} s of final turns labelled unknown, left out of the hypothesis)")
     for collar in (0.25, 0.0):
         d, b = der(ref, hyp, collar_s=collar), der(ref, one, collar_s=collar)
         print(f"  DER collar {collar:.2f} s: ours {d.der:6.2%} (FA {d.false_alarm:.1f} s, miss {d.missed:.1f} s, "
@@ -298,16 +299,15 @@ def main() -> None:
         sf.write(str(wav), audio, RATE, subtype="PCM_16")
         print(f"\n== LibriSpeech program: {len(spans)} clips of {', '.join(PROGRAM_SPEAKERS)}, "
               f"{len(audio) / RATE:.1f} s, real time")
-        col, node, _ = stream(wav, args.threads, enc.default_threshold)
+        col, node = stream(wav, args.threads)
         purity(delays(col, node, len(audio) / RATE), spans)
         for name in ("dev00", "dev01"):
-            x = load(AMI / f"{name}.wav")
-            path = AMI / f"{name}.wav"
+            x, path = load(AMI / f"{name}.wav"), AMI / f"{name}.wav"
             if sf.info(str(path)).samplerate != RATE:
                 path = Path(tmp) / f"{name}.wav"
                 sf.write(str(path), x, RATE, subtype="PCM_16")
             print(f"\n== AMI {name}: {len(x) / RATE:.1f} s, real time")
-            col, node, _ = stream(path, args.threads, enc.default_threshold)
+            col, node = stream(path, args.threads)
             diarization(col, delays(col, node, len(x) / RATE), AMI / f"{name}.rttm")
     print(f"\nruntime {time.perf_counter() - t_start:.0f} s")
 

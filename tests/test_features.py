@@ -428,7 +428,7 @@ def test_validating_kernel_wrapper(clip: np.ndarray) -> None:
 
 
 def test_node_params_and_registry() -> None:
-    with pytest.raises(ParamError, match="n_mels=100 is not allowed for whisper_log10_mel; allowed: 80, 128"):
+    with pytest.raises(ParamError, match="n_mels=100 is not allowed for whisper_log10_mel; allowed: 40, 80, 128"):
         FeatureNode("feat", {"n_mels": 100})
     with pytest.raises(ParamError, match="n_mels=300 is not allowed for kaldi_fbank; allowed: 1 to 256"):
         FeatureNode("feat", {"kind": "kaldi_fbank", "n_mels": 300})

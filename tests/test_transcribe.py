@@ -91,7 +91,8 @@ def test_japanese_is_joined_without_spaces() -> None:
 def test_final_transcripts_with_words_round_trip_through_json() -> None:
     t = final(0, [("Hello", 1.23, 1.5), ("world.", 1.6, 2.0)])
     obj = json.loads(json.dumps(message_to_json(t)))
-    assert obj["words"][0] == {"text": "Hello", "start_sample": 19680, "end_sample": 24000, "confidence": 0.9}
+    assert obj["words"][0] == {"text": "Hello", "start_sample": 19680, "end_sample": 24000, "confidence": 0.9,
+                               "speaker": ""}
     assert message_from_json(obj) == t
 
 
