@@ -8,7 +8,9 @@ Inputs: ``audio`` (16 kHz AudioChunk; other rates are rejected and counted: set 
 Per stream, the audio goes into a ring. SPEECH_START opens an utterance; windows of the encoder's
 length (GE2E: 1.6 s) every ``hop_ms`` are embedded as soon as their audio is in (all windows that
 are due in a stream go into one ``embed`` call of the shared encoder), with the arithmetic of
-:mod:`kikimimi.models.speaker.windows`, so the streamed embeddings equal the offline ones. With
+:mod:`kikimimi.models.speaker.windows`, so a window's embedding equals the offline embedding of the
+same span. (The spans themselves can differ from offline ones: a full window may be taken past an
+utterance's end before the VAD's end event arrives, up to ``vad_lookahead_ms`` past its watermark.) With
 ``split`` on, a :class:`~kikimimi.models.speaker.identify.ChangeDetector` watches the windows; a
 change ends the current part of the utterance (its final turn goes out at once) and starts the next.
 With ``provisional`` on, the current part's label so far goes out (``final`` false) whenever it
@@ -160,7 +162,9 @@ class SpeakerNode(Node):
                                      new_threshold=p.cluster_threshold, min_windows=p.min_windows)
         if len(gallery):
             log.info("speaker %s: %d enrolled speakers, threshold %.3f", self.name, len(gallery), self.threshold)
-        self.encoder.warmup()
+        from kikimimi.models.speaker.windows import embed_windows
+
+        embed_windows(self.encoder, [np.zeros(self._window, np.float32)])   # the mel front end and the network
         _ = Gallery  # the type is part of the identifier's contract
 
     def _enrolled(self) -> tuple[Any, float | None]:
