@@ -152,7 +152,7 @@ class SpeakerNode(Node):
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:
         """Read the enrollment database, build the identifier, warm the encoder up."""
-        from kikimimi.models.speaker.identify import Gallery, Identifier
+        from kikimimi.models.speaker.identify import Identifier
 
         gallery, stored = self._enrolled()
         p = self.p
@@ -165,7 +165,6 @@ class SpeakerNode(Node):
         from kikimimi.models.speaker.windows import embed_windows
 
         embed_windows(self.encoder, [np.zeros(self._window, np.float32)])   # the mel front end and the network
-        _ = Gallery  # the type is part of the identifier's contract
 
     def _enrolled(self) -> tuple[Any, float | None]:
         from kikimimi.models.speaker.identify import Gallery
