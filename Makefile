@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,av,vad,asr,sphinx,speaker,speaker-hf]'
+	$(PIP) install -q -e '.[test,av,vad,asr,sphinx,speaker,speaker-hf,vision,avsr]'
 	@# The GE2E speaker encoder's weights ship in resemblyzer; --no-deps keeps its pins (webrtcvad) out.
 	$(PIP) install -q --no-deps 'resemblyzer==0.1.4'
 	@# espeak-ng (Debian) speaks the command clips of the grammar recognizer's test.

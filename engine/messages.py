@@ -324,7 +324,9 @@ class Transcript(Message):
     speaker / speaker_score: who spoke (set by the fusion node from SpeakerTurn messages: an enrolled
     name, ``voice_N`` for an unknown voice of this session, ``unknown``; "" = no label yet) and the
     similarity behind it. A final whose words were said by several speakers labels each Word, and
-    ``speaker`` is the one who said most of it.
+    ``speaker`` is the one who said most of it. face_id / face_score: the visible face that spoke it
+    (set by the fusion node from ActiveSpeaker messages; -1 = none known) and its mean speaking probability
+    over the utterance.
     """
 
     utterance_id: int
@@ -339,6 +341,8 @@ class Transcript(Message):
     words: tuple[Word, ...] = ()
     speaker: str = ""
     speaker_score: float = 0.0
+    face_id: int = -1
+    face_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.utterance_id < 0 or self.revision < 0:
