@@ -1,0 +1,55 @@
+"""Face detection with OpenCV's Haar cascade (frontal faces), on a downscaled grayscale frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kikimimi.engine.errors import ParamError
+from kikimimi.models.vision import _deps
+
+
+class HaarFaceDetector:
+    """Frontal faces in a grayscale frame as int32 (n, 4) boxes (x, y, width, height), largest first.
+
+    The frame is shrunk so its longer side is at most ``max_side`` pixels before detection (speed), and
+    the boxes are scaled back. ``min_face``: the smallest face side searched for, as a fraction of the
+    frame's shorter side. ``scale_factor`` and ``min_neighbors`` are OpenCV's ``detectMultiScale`` knobs.
+    """
+
+    def __init__(self, cascade: str | Path | None = None, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 min_face: float = 0.15, max_side: int = 360) -> None:
+        if not 1.0 < scale_factor <= 2.0:
+            raise ParamError(f"scale_factor={scale_factor} is not allowed; allowed: 1 < scale_factor <= 2")
+        if min_neighbors < 0 or not 0.0 < min_face < 1.0 or max_side < 64:
+            raise ParamError(f"min_neighbors={min_neighbors}, min_face={min_face}, max_side={max_side}; allowed: "
+                             "min_neighbors >= 0, 0 < min_face < 1, max_side >= 64")
+        self._cv2 = _deps.cv2()
+        path = Path(cascade) if cascade else _deps.haar_cascade_path()
+        self._cascade = self._cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise _deps.VisionUnavailable(f"OpenCV could not load the Haar cascade {path}")
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face = min_face
+        self.max_side = max_side
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        """Boxes of the faces in ``gray`` (uint8, (height, width)), int32 (n, 4), largest first."""
+        if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
+            raise ValueError(f"HaarFaceDetector needs a uint8 (height, width) grayscale frame, got "
+                             f"{getattr(gray, 'dtype', type(gray).__name__)} {getattr(gray, 'shape', '')}")
+        cv2 = self._cv2
+        h, w = gray.shape
+        scale = min(1.0, self.max_side / max(h, w))
+        small = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)),
+                                                      interpolation=cv2.INTER_AREA)
+        side = max(24, int(self.min_face * min(small.shape)))
+        found = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                               minSize=(side, side))
+        if len(found) == 0:
+            return np.zeros((0, 4), np.int32)
+        boxes = np.round(np.asarray(found, np.float64) / scale).astype(np.int32)
+        order = np.argsort(-(boxes[:, 2].astype(np.int64) * boxes[:, 3]), kind="stable")
+        return boxes[order]
