@@ -14,7 +14,8 @@ DROP_REJECTED = "rejected"        # failed wire validation (the kind is counted 
 DROP_ERROR = "error"              # the node raised while processing it
 DROP_FLUSHED = "flushed"          # discarded by a FLUSH control
 DROP_ABORTED = "aborted"          # still queued when the node was aborted (hard stop)
-DROP_REASONS = (DROP_OVERFLOW, DROP_STALE, DROP_REJECTED, DROP_ERROR, DROP_FLUSHED, DROP_ABORTED)
+DROP_NO_FACE = "no_face"          # speech that no visible face produced, suppressed by the graph's request
+DROP_REASONS = (DROP_OVERFLOW, DROP_STALE, DROP_REJECTED, DROP_ERROR, DROP_FLUSHED, DROP_ABORTED, DROP_NO_FACE)
 
 
 @dataclass

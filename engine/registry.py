@@ -30,6 +30,10 @@ BUILTIN: dict[str, str] = {
     "asr": "kikimimi.nodes.asr:AsrNode",
     "fusion": "kikimimi.nodes.fusion:FusionNode",
     "speaker": "kikimimi.nodes.speaker:SpeakerNode",
+    "vision": "kikimimi.nodes.vision:VisionNode",
+    "camera_source": "kikimimi.nodes.camera_source:CameraSource",
+    "active_speaker": "kikimimi.nodes.active_speaker:ActiveSpeakerNode",
+    "avsr": "kikimimi.nodes.avsr:AvsrNode",
 }
 
 _registered: dict[str, type[Node]] = {}

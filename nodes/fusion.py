@@ -22,6 +22,14 @@ until the speaker node's final turns reach its end (or the speaker input ended),
 matched by sample span, not by utterance id (the two nodes number utterances independently); each
 stream keeps its ``keep_turns`` newest turns.
 
+Faces (optional ``active`` input, ActiveSpeaker from an active_speaker node): each transcript gets the
+face whose speaking probability, averaged over the ActiveSpeaker windows ending inside its span, is
+highest, with that mean as ``face_score``; ``face_id`` stays -1 when no face reaches ``face_threshold``.
+A final waits (with the speakers, at most ``speaker_wait_ms``) until the active-speaker windows reach its
+end. With ``require_face`` the graph asks for speech that no visible face produced to be suppressed:
+a final without a speaking face is dropped (counted as ``suppressed_no_face`` and in the stats as
+``no_face``), and so is a partial whose evidence so far says nobody in view speaks.
+
 Later issues attach affect labels (emotion / prosody estimates over the utterance's span) the same way.
 """
 
@@ -33,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kikimimi.engine.clock import Clock
+from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker
 from kikimimi.engine.messages import (
     ALL_STREAMS,
     Control,
@@ -42,7 +51,7 @@ from kikimimi.engine.messages import (
     Transcript,
     Word,
 )
-from kikimimi.engine.metrics import DROP_STALE
+from kikimimi.engine.metrics import DROP_NO_FACE, DROP_STALE
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
@@ -65,6 +74,9 @@ class _Stream:
     final_end: int = -1               # end sample of the newest final speaker turn
     speakers_ended: bool = False
     waiting: deque[tuple[int, Transcript]] = field(default_factory=deque)   # (deadline ns, transcript)
+    active: deque[ActiveSpeaker] = field(default_factory=deque)
+    active_end: int = -1              # newest end sample of an ActiveSpeaker window
+    active_ended: bool = False
 
 
 class FusionNode(Node):
@@ -78,6 +90,8 @@ class FusionNode(Node):
                  help="transcript revisions (partials and finals) from an asr node"),
         PortSpec("speakers", (SpeakerTurn,), queue=QueueConfig.make("block", 256),
                  help="speaker turns from a speaker node (optional)"),
+        PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 1024),
+                 help="speaking probabilities of visible faces from an active_speaker node (optional)"),
     )
     outputs = (PortSpec("transcripts", (Transcript,), help="the same revisions, out-of-date ones removed, "
                         "with speaker labels when there are speaker turns"),)
@@ -88,6 +102,11 @@ class FusionNode(Node):
         Param("speaker_wait_ms", int, 500, "a final waits at most this long for its speaker turns", min=0),
         Param("speaker_slack_ms", int, 250, "a final's speaker turns count as complete once they reach this "
               "close to its end", min=0),
+        Param("keep_active", int, 4096, "per stream, keep this many newest ActiveSpeaker messages", min=1,
+              max=1_000_000),
+        Param("face_threshold", float, 0.5, "mean speaking probability a face needs to be named the speaker",
+              min=0.0, max=1.0),
+        Param("require_face", bool, False, "drop speech that no visible face was found to speak"),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -98,15 +117,28 @@ class FusionNode(Node):
         self.finals = 0
         self.dropped_out_of_date = 0
         self.speaker_timeouts = 0
+        self.suppressed_no_face = 0
         self.tick_interval_ns = TICK_NS
 
     @property
     def _wants_speakers(self) -> bool:
         return self.connected_inputs is not None and "speakers" in self.connected_inputs
 
+    @property
+    def _wants_faces(self) -> bool:
+        return self.connected_inputs is not None and "active" in self.connected_inputs
+
     def on_message(self, port: str, msg: Message) -> None:
-        """A transcript is forwarded (or waits for its speaker); a speaker turn is remembered and may
-        release waiting finals."""
+        """A transcript is forwarded (or waits for its speaker and faces); a speaker turn or an active-speaker
+        window is remembered and may release waiting finals."""
+        if isinstance(msg, ActiveSpeaker):
+            st = self._streams.setdefault(msg.header.stream_id, _Stream())
+            st.active.append(msg)
+            while len(st.active) > self.p.keep_active:
+                st.active.popleft()
+            st.active_end = max(st.active_end, msg.end_sample)
+            self._release(st)
+            return
         if isinstance(msg, SpeakerTurn):
             st = self._streams.setdefault(msg.header.stream_id, _Stream())
             st.turns.append(msg)
@@ -119,7 +151,7 @@ class FusionNode(Node):
         if not isinstance(msg, Transcript):
             return
         st = self._streams.setdefault(msg.header.stream_id, _Stream())
-        if st.waiting or (msg.final and self._wants_speakers and not self._complete(st, msg)):
+        if st.waiting or (msg.final and not self._complete(st, msg)):
             st.waiting.append((self.clock.now_ns() + self.p.speaker_wait_ms * 1_000_000, msg))
             if len(st.waiting) > MAX_WAITING:
                 self.speaker_timeouts += 1
@@ -146,6 +178,9 @@ class FusionNode(Node):
             if port == "speakers":
                 st.speakers_ended = True
                 self._release(st)
+            elif port == "active":
+                st.active_ended = True
+                self._release(st)
             elif port == "transcripts":
                 self._release(st, force=True)
                 del self._streams[s]
@@ -158,7 +193,9 @@ class FusionNode(Node):
     # ------------------------------------------------------------------ internals
     def _complete(self, st: _Stream, msg: Transcript) -> bool:
         slack = self.p.speaker_slack_ms * msg.sample_rate // 1000
-        return st.speakers_ended or st.final_end >= msg.end_sample - slack
+        speakers = not self._wants_speakers or st.speakers_ended or st.final_end >= msg.end_sample - slack
+        faces = not self._wants_faces or st.active_ended or st.active_end >= msg.end_sample - slack
+        return speakers and faces
 
     def _release(self, st: _Stream, now_ns: int | None = None, force: bool = False) -> None:
         while st.waiting:
@@ -185,6 +222,12 @@ class FusionNode(Node):
             utt.revision, utt.final = msg.revision, msg.final
         if st.turns:
             msg = label(msg, st.turns)
+        if st.active:
+            msg = label_face(msg, st.active, self.p.face_threshold, self.p.speaker_slack_ms)
+        if self.p.require_face and msg.face_id == NO_FACE and (msg.final or _has_evidence(msg, st.active)):
+            self.suppressed_no_face += 1
+            self.stats.count_drop(DROP_NO_FACE)
+            return
         self.forwarded += 1
         self.finals += int(msg.final)
         self.emit("transcripts", msg)
@@ -232,3 +275,27 @@ def label(msg: Transcript, turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> Tra
             labelled.append(dataclasses.replace(w, speaker=who))
         words = tuple(labelled)
     return dataclasses.replace(msg, speaker=best.speaker, speaker_score=best.score, words=words)
+
+
+def _window_ends_in(msg: Transcript, active: deque[ActiveSpeaker], slack_ms: int = 0) -> list[ActiveSpeaker]:
+    slack = slack_ms * msg.sample_rate // 1000
+    a, b = msg.start_sample, max(msg.end_sample, msg.start_sample + 1) + slack
+    return [m for m in active if a < m.end_sample <= b]
+
+
+def _has_evidence(msg: Transcript, active: deque[ActiveSpeaker]) -> bool:
+    return bool(_window_ends_in(msg, active))
+
+
+def label_face(msg: Transcript, active: deque[ActiveSpeaker], threshold: float, slack_ms: int) -> Transcript:
+    """``msg`` with the face of highest mean speaking probability over its span, if it reaches ``threshold``
+    (else face_id -1); ``face_score`` is that mean either way. Unchanged if no window ends in the span."""
+    inside = _window_ends_in(msg, active, slack_ms)
+    if not inside:
+        return msg
+    sums: dict[int, list[float]] = {}
+    for m in inside:
+        sums.setdefault(m.face_id, []).append(m.probability)
+    face, probs = max(sums.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+    score = sum(probs) / len(probs)
+    return dataclasses.replace(msg, face_id=face if score >= threshold else NO_FACE, face_score=score)

@@ -1,0 +1,89 @@
+"""fusion with an active-speaker input: face ids on transcripts, waiting for the faces, require_face."""
+
+from __future__ import annotations
+
+from kikimimi.engine.clock import ManualClock
+from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker
+from kikimimi.engine.messages import Control, ControlKind, Header, Message, Transcript
+from kikimimi.nodes.fusion import FusionNode
+
+SR = 16000
+
+
+def act(face: int, prob: float, end_s: float, stream: str = "a") -> ActiveSpeaker:
+    end = int(end_s * SR)
+    return ActiveSpeaker(Header(stream, 0, end, 0, "asd"), face, prob, prob >= 0.6, max(0, end - SR), end, SR)
+
+
+def final(start_s: float, end_s: float, utt: int = 0, text: str = "hello") -> Transcript:
+    return Transcript(Header("a", utt, 0, 0, "asr"), utt, 1, text, "", True, int(start_s * SR), int(end_s * SR), SR,
+                      "en")
+
+
+def partial(start_s: float, end_s: float, utt: int = 0) -> Transcript:
+    return Transcript(Header("a", utt, 0, 0, "asr"), utt, 0, "", "hel", False, int(start_s * SR), int(end_s * SR), SR,
+                      "en")
+
+
+def fusion(**params: object) -> tuple[FusionNode, list[Message], ManualClock]:
+    clock = ManualClock()
+    node = FusionNode("fusion", dict(params), clock=clock)
+    node.connected_inputs = frozenset({"transcripts", "active"})
+    out: list[Message] = []
+    node.bind(lambda port, m: out.append(m))
+    return node, out, clock
+
+
+def test_the_face_that_speaks_most_over_the_utterance_is_attached() -> None:
+    node, out, _ = fusion()
+    for k in range(1, 11):                                   # windows ending every 0.2 s from 1.2 to 3.0 s
+        t = 1.0 + 0.2 * k
+        node.on_message("active", act(3, 0.8, t))
+        node.on_message("active", act(7, 0.3, t))
+    node.on_message("active", act(7, 1.0, 5.0))              # outside the utterance: not counted
+    node.on_message("transcripts", final(1.0, 3.0))
+    assert len(out) == 1
+    got = out[0]
+    assert isinstance(got, Transcript) and got.face_id == 3 and abs(got.face_score - 0.8) < 1e-9
+
+
+def test_a_final_waits_for_the_active_speaker_windows_to_reach_its_end() -> None:
+    node, out, clock = fusion(speaker_wait_ms=500)
+    node.on_message("active", act(1, 0.9, 1.5))
+    node.on_message("transcripts", final(1.0, 3.0))
+    assert out == []                                          # the faces have not reached 3.0 s (minus slack)
+    node.on_message("active", act(1, 0.9, 2.9))
+    assert len(out) == 1 and out[0].face_id == 1              # type: ignore[attr-defined]
+    node.on_message("transcripts", final(4.0, 5.0, utt=1))
+    clock.advance(600_000_000)
+    node.on_tick(clock.now_ns())
+    assert len(out) == 2 and node.speaker_timeouts == 1       # went out after the wait, with what was known
+
+
+def test_nobody_speaking_leaves_face_id_unset_without_require_face() -> None:
+    node, out, _ = fusion()
+    node.on_message("active", act(2, 0.1, 2.0))
+    node.on_message("active", act(2, 0.2, 3.0))
+    node.on_message("transcripts", final(1.0, 3.0))
+    got = out[0]
+    assert isinstance(got, Transcript) and got.face_id == NO_FACE and abs(got.face_score - 0.15) < 1e-9
+
+
+def test_require_face_suppresses_speech_no_visible_face_produced() -> None:
+    node, out, _ = fusion(require_face=True)
+    node.on_message("active", act(2, 0.1, 1.6))
+    node.on_message("transcripts", partial(1.0, 1.6))         # evidence so far: nobody speaks -> dropped
+    node.on_message("active", act(2, 0.2, 3.0))
+    node.on_message("transcripts", final(1.0, 3.0))           # the TV spoke: dropped
+    node.on_message("active", act(2, 0.9, 4.5))
+    node.on_message("active", act(2, 0.9, 5.0))
+    node.on_message("transcripts", final(4.0, 5.0, utt=1, text="me"))
+    assert [(m.utterance_id, m.face_id) for m in out if isinstance(m, Transcript)] == [(1, 2)]
+    assert node.suppressed_no_face == 2 and node.stats.dropped["no_face"] == 2
+
+
+def test_require_face_drops_a_final_when_no_face_was_ever_seen() -> None:
+    node, out, _ = fusion(require_face=True)
+    node.on_message("transcripts", final(1.0, 3.0))
+    node.on_control("active", Control(Header("a", 0, -1, 0, "asd"), ControlKind.END_OF_STREAM))
+    assert out == [] and node.suppressed_no_face == 1

@@ -1,0 +1,83 @@
+"""The vision node (faces per video frame) and the camera source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from harness import run_node, run_source
+
+from kikimimi.engine.errors import DeviceUnavailable
+from kikimimi.engine.face_messages import Faces
+from kikimimi.engine.messages import NO_SAMPLE, Header, Message, VideoFrame
+from kikimimi.nodes.camera_source import CameraSource
+from kikimimi.nodes.file_source import FileSource
+from kikimimi.nodes.vision import VisionNode
+
+
+@pytest.fixture(scope="module")
+def grid_frames(data_dir: Path) -> list[tuple[str, Message]]:
+    src = FileSource("src", {"path": str(data_dir / "av" / "grid" / "lbax4n.mpg"), "video": True, "speed": 0.0,
+                             "stream_id": "grid"})
+    return [(p, m) for p, m in run_source(src) if p == "video"]
+
+
+@pytest.mark.data
+def test_vision_node_emits_one_faces_message_per_frame_with_the_frame_time(
+        grid_frames: list[tuple[str, Message]]) -> None:
+    node = VisionNode("vision")
+    out = [m for _, m in run_node(node, grid_frames)]
+    assert len(out) == len(grid_frames) == 75
+    ids = set()
+    for (_, frame), faces in zip(grid_frames, out, strict=True):
+        assert isinstance(faces, Faces) and isinstance(frame, VideoFrame)
+        assert faces.frame_index == frame.frame_index
+        assert faces.header.sample_index == frame.header.sample_index
+        assert faces.header.t_ns == frame.header.t_ns
+        assert (faces.width, faces.height) == (360, 288)
+        ids.update(f.face_id for f in faces.faces)
+    assert ids == {0}
+    assert sum(len(f.faces) == 1 for f in out if isinstance(f, Faces)) >= 72
+    assert out[-1].header.sample_index == 74 * 640                  # type: ignore[union-attr]
+
+
+def test_frames_out_of_order_are_rejected_and_counted() -> None:
+    img = np.zeros((120, 160, 3), np.uint8)
+    frames: list[tuple[str, Message]] = [("video", VideoFrame(Header("c", i, NO_SAMPLE, 40_000_000 * i, "cam"), img,
+                                                              "bgr24", idx)) for i, idx in enumerate((0, 1, 1, 0, 2))]
+    node = VisionNode("vision", {"fps": 30.0})
+    out = [m for _, m in run_node(node, frames)]
+    assert [m.frame_index for m in out if isinstance(m, Faces)] == [0, 1, 2]
+    assert node.stats.rejected_by_kind["frame_order"] == 2
+    assert all(isinstance(m, Faces) and m.faces == () for m in out)
+    assert out[1].fps == pytest.approx(25.0)                        # type: ignore[union-attr]  # from the frame times
+
+
+def test_camera_source_without_a_camera_says_which_device_it_tried() -> None:
+    src = CameraSource("cam", {"device": "63"})
+    with pytest.raises(DeviceUnavailable, match="cannot open camera '63'"):
+        src.on_start()
+
+
+@pytest.mark.data
+def test_camera_source_emits_the_newest_frame_and_counts_stale_ones(data_dir: Path) -> None:
+    """A video file stands in for the camera: the reader runs to the end before anyone asks for a frame, so
+    every frame but the newest is stale."""
+    import threading
+
+    src = CameraSource("cam", {"device": str(data_dir / "av" / "grid" / "bbaf2n.mpg")})
+    out: list[tuple[str, Message]] = []
+    src.bind(lambda port, m: out.append((port, m)))
+    src.on_start()
+    assert src._thread is not None
+    src._thread.join(timeout=30)
+    stop = threading.Event()
+    while src.produce(stop):
+        pass
+    src.on_stop()
+    assert len(out) == 1
+    frame = out[0][1]
+    assert isinstance(frame, VideoFrame) and frame.header.sample_index == NO_SAMPLE and frame.frame_index == 0
+    assert frame.image.shape == (288, 360, 3)
+    assert src.stats.dropped["stale"] == 74
