@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data
 DEMO_CLIP ?= $(DATA)/en/librispeech/1688/1688-142285-0004.flac
+DEMO_VIDEO ?= $(DATA)/av/grid/lbax4n.mpg
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint clean venv
+.PHONY: demo demo-av test test-fast bench lint clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +30,11 @@ demo: $(STAMP)
 	$(VENV)/bin/kikimimi run --input $(DEMO_CLIP) --transport inproc --stats
 	@echo "== ZeroMQ transport, one process per node: $(DEMO_CLIP)"
 	$(VENV)/bin/kikimimi run --input $(DEMO_CLIP) --transport zmq --stats
+	@echo "== audio-visual graph (faces, active speaker, face ids on transcripts): $(DEMO_VIDEO)"
+	$(VENV)/bin/kikimimi run av --input $(DEMO_VIDEO) --stats
+
+demo-av: $(STAMP)
+	$(VENV)/bin/kikimimi run av --input $(DEMO_VIDEO) --stats
 
 test: $(STAMP)
 	$(PY) -m pytest -q

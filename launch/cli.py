@@ -60,6 +60,8 @@ def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, spe
             if not Path(str(path)).exists():
                 raise KikimimiError(f"input file not found: {path}")
             params: dict[str, Any] = {**shared, "path": str(path)}
+            if old.kind == "file_source" and "video" in old.params:
+                params["video"] = old.params["video"]     # audio-visual graphs keep reading the picture
             if speed is not None:
                 params["speed"] = speed
             elif old.kind == "file_source" and "speed" in old.params:

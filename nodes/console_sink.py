@@ -56,9 +56,9 @@ def _s(samples: int, rate: int) -> str:
 def format_final(msg: Transcript) -> str:
     """``[stream] 1.23-4.56 s: text`` for a final transcript; with speaker labels
     ``[stream] 1.23-4.56 s alice: text``, and ``... s alice: text | voice_1: text`` when its words were
-    said by several speakers."""
+    said by several speakers; ``... s face 0 (0.81) alice: text`` when a visible face spoke it."""
     r = msg.sample_rate
-    head = f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s"
+    head = f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}"
     runs: list[tuple[str, list[str]]] = []
     for w in msg.words:
         if w.speaker and (not runs or runs[-1][0] != w.speaker):
@@ -78,7 +78,13 @@ def format_partial(msg: Transcript) -> str:
     unstable = f"[{msg.unstable}]" if msg.unstable else ""
     text = " ".join(t for t in (msg.committed.strip(), unstable) if t)
     who = f" {msg.speaker}" if msg.speaker else ""
-    return f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{who} ~ {text}"
+    return (f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}{who} "
+            f"~ {text}")
+
+
+def _face(msg: Transcript) -> str:
+    """`` face 3 (0.81)`` when the fusion node attached the face that spoke, else empty."""
+    return f" face {msg.face_id} ({msg.face_score:.2f})" if msg.face_id >= 0 else ""
 
 
 def format_message(msg: Message, show_audio: bool = False) -> str | None:
