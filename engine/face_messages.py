@@ -101,7 +101,8 @@ class ActiveSpeaker(Message):
 
     probability: from the agreement of the face's lip motion with the audio envelope over a sliding
     window ending at ``end_sample``; 0.5 means the window holds too little to tell. speaking: the
-    node's decision (probability above its threshold, with hysteresis).
+    node's decision (probability above its threshold, with hysteresis). ``face_id`` -1 (NO_FACE, with
+    probability 0 and an empty span at the frame's instant) says that no face was in view at that frame.
     """
 
     face_id: int
@@ -112,8 +113,9 @@ class ActiveSpeaker(Message):
     sample_rate: int
 
     def __post_init__(self) -> None:
-        if self.face_id < 0:
-            raise MessageError(f"ActiveSpeaker.face_id must be >= 0, got {self.face_id}")
+        if self.face_id < NO_FACE or (self.face_id == NO_FACE and (self.probability != 0.0 or self.speaking)):
+            raise MessageError(f"ActiveSpeaker.face_id must be >= 0, or -1 (no face) with probability 0 and not "
+                               f"speaking; got face_id {self.face_id}, probability {self.probability}")
         if not 0.0 <= self.probability <= 1.0:
             raise MessageError(f"ActiveSpeaker.probability must be in [0, 1], got {self.probability}")
         if self.start_sample < 0 or self.end_sample < self.start_sample:

@@ -2,7 +2,8 @@
 
 Inputs: ``audio`` (AudioChunk at ``sample_rate``; other rates are rejected and counted, channels are
 averaged) and ``faces`` (Faces, one per video frame, of the same stream id). Output: ``active``
-(ActiveSpeaker: per face of a scored frame, every ``every_frames`` frames).
+(ActiveSpeaker: per face of a scored frame, every ``every_frames`` frames; for a frame with no face, one
+message with ``face_id`` -1 and probability 0 at the frame's instant).
 
 Per stream, an :class:`~kikimimi.models.vision.active.ActiveSpeakerScorer` keeps the audio's band
 envelope and, per face id, the lip signal (:func:`~kikimimi.models.vision.active.lip_signal`, the
@@ -33,7 +34,7 @@ import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import ActiveSpeaker, Faces
+from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Faces
 from kikimimi.engine.messages import NO_SAMPLE, AudioChunk, Control, ControlKind, Message
 from kikimimi.engine.metrics import DROP_OVERFLOW
 from kikimimi.engine.node import Node, PortSpec, control_targets
@@ -202,6 +203,10 @@ class ActiveSpeakerNode(Node):
                 header = self.header("active", sid, res.end_sample, msg.header.t_ns)
                 self.emit("active", ActiveSpeaker(header, fid, float(res.probability), now, res.start_sample,
                                                   res.end_sample, p.sample_rate))
+        if emit and not results:
+            # Nobody in view: say so, so fusion knows the picture up to here holds no speaking face.
+            header = self.header("active", sid, at, msg.header.t_ns)
+            self.emit("active", ActiveSpeaker(header, NO_FACE, 0.0, False, at, at, p.sample_rate))
         known = set(st.scorer.face_ids)
         for fid in [f for f in st.speaking if f not in known]:
             del st.speaking[fid]

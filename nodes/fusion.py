@@ -284,13 +284,14 @@ def _window_ends_in(msg: Transcript, active: deque[ActiveSpeaker], slack_ms: int
 
 
 def _has_evidence(msg: Transcript, active: deque[ActiveSpeaker]) -> bool:
+    """Whether any window (or a no-face frame) ends inside the transcript's span."""
     return bool(_window_ends_in(msg, active))
 
 
 def label_face(msg: Transcript, active: deque[ActiveSpeaker], threshold: float, slack_ms: int) -> Transcript:
     """``msg`` with the face of highest mean speaking probability over its span, if it reaches ``threshold``
     (else face_id -1); ``face_score`` is that mean either way. Unchanged if no window ends in the span."""
-    inside = _window_ends_in(msg, active, slack_ms)
+    inside = [m for m in _window_ends_in(msg, active, slack_ms) if m.face_id != NO_FACE]
     if not inside:
         return msg
     sums: dict[int, list[float]] = {}

@@ -326,3 +326,16 @@ def test_node_end_of_stream_scores_held_frames_and_forgets_the_stream() -> None:
     assert len(out) == 300 and node.frames_scored == 150
     assert out[150].probability > 0.7 and out[-1].probability == 0.5     # the audio ended at frame 100
     assert node._streams == {}
+
+
+def test_node_says_when_no_face_is_in_view() -> None:
+    audio, lips = scene(50)
+    msgs = faces_msgs(lips, 50)
+    empty = [Faces(m.header, m.frame_index, m.width, m.height, m.fps, ()) if 20 <= i < 30 else m
+             for i, m in enumerate(msgs)]
+    got = outputs(run_node(ActiveSpeakerNode("as"), [("audio", m) for m in audio_msgs(audio)] +
+                           [("faces", m) for m in empty]))
+    none = [m for m in got if m.face_id == -1]
+    assert [m.end_sample for m in none] == [i * HOP for i in range(20, 30)]
+    assert all(m.probability == 0.0 and not m.speaking and m.start_sample == m.end_sample for m in none)
+    assert len(got) - len(none) == 2 * 40

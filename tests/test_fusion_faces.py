@@ -87,3 +87,13 @@ def test_require_face_drops_a_final_when_no_face_was_ever_seen() -> None:
     node.on_message("transcripts", final(1.0, 3.0))
     node.on_control("active", Control(Header("a", 0, -1, 0, "asd"), ControlKind.END_OF_STREAM))
     assert out == [] and node.suppressed_no_face == 1
+
+
+def test_no_face_frames_move_the_watermark_and_suppress_without_waiting() -> None:
+    node, out, _ = fusion(require_face=True)
+    for k in range(1, 31):
+        t = k * 0.1
+        node.on_message("active", ActiveSpeaker(Header("a", k, int(t * SR), 0, "asd"), NO_FACE, 0.0, False,
+                                                int(t * SR), int(t * SR), SR))
+    node.on_message("transcripts", final(1.0, 3.0))
+    assert out == [] and node.suppressed_no_face == 1 and node.speaker_timeouts == 0
