@@ -1,7 +1,8 @@
 """``vision``: faces, landmarks, mouth crops and lip aperture for every video frame, per stream.
 
 Each stream (``header.stream_id``) gets its own :class:`~kikimimi.models.vision.frontend.VisionFrontEnd`
-(Haar detection every ``detect_every`` frames, dlib 68-point landmarks in between, stable face ids).
+(Haar detection every ``detect_every`` frames, dlib 68-point landmarks in between, stable face ids); the
+models themselves (cascade, landmark model) are loaded once at start and shared by the streams.
 For every frame it processes the node emits one :class:`~kikimimi.engine.face_messages.Faces` message
 (``faces == ()`` when nobody is in view), with the frame's header time: ``sample_index`` (the audio
 sample at the frame's instant, or NO_SAMPLE for a camera without an audio clock) and ``t_ns`` (its
@@ -64,17 +65,26 @@ class VisionNode(Node):
                  clock: Clock | None = None) -> None:
         super().__init__(name, params, clock)
         self._streams: dict[str, _Stream] = {}
+        self._models: Any = None                  # VisionModels, shared by the streams
 
     def on_start(self) -> None:
-        """Load the detector and the landmark model once, so a missing install fails at start."""
-        self._new_front_end()
+        """Load the detector and the landmark model once (a missing install fails here), and run them on a
+        blank frame and a frame with a face-like pattern, so the first real frames are not slow."""
+        import numpy as np
+
+        from kikimimi.models.vision.frontend import VisionModels
+
+        p = self.p
+        self._models = VisionModels.load(p.detector_max_side, p.min_face, p.predictor or None, p.mouth_scale)
+        self._new_front_end().process(np.zeros((240, 320, 3), np.uint8))
+        self._models.predictor.predict(np.zeros((240, 320), np.uint8), np.array([100, 60, 120, 120]))
 
     def _new_front_end(self) -> Any:
         from kikimimi.models.vision.frontend import VisionFrontEnd
 
-        p = self.p
-        return VisionFrontEnd(detect_every=p.detect_every, max_faces=p.max_faces, detector_max_side=p.detector_max_side,
-                              min_face=p.min_face, predictor=p.predictor or None, mouth_scale=p.mouth_scale)
+        if self._models is None:
+            self.on_start()
+        return VisionFrontEnd(detect_every=self.p.detect_every, max_faces=self.p.max_faces, models=self._models)
 
     def on_message(self, port: str, msg: Message) -> None:
         """Track the faces of one frame and emit them."""

@@ -52,14 +52,33 @@ def to_gray(image: np.ndarray, pixel_format: str) -> np.ndarray:
     raise MessageError(f"pixel format {pixel_format!r} is not allowed; allowed: bgr24, rgb24, gray")
 
 
+@dataclass(eq=False)
+class VisionModels:
+    """The shared, stateless parts (detector cascade, landmark model, cropper): load once, use for every stream."""
+
+    detector: HaarFaceDetector
+    predictor: LandmarkPredictor
+    cropper: MouthCropper
+
+    @classmethod
+    def load(cls, detector_max_side: int = 360, min_face: float = 0.15, predictor: str | Path | None = None,
+             mouth_scale: float = 1.3) -> VisionModels:
+        """Load the Haar cascade and dlib's landmark model (about 0.4 s); :class:`VisionUnavailable` if missing."""
+        return cls(HaarFaceDetector(max_side=detector_max_side, min_face=min_face), LandmarkPredictor(predictor),
+                   MouthCropper(scale=mouth_scale))
+
+
 class VisionFrontEnd:
-    """Faces of each frame: ``process(image, pixel_format)`` -> tuple of :class:`Face` (largest first)."""
+    """Faces of each frame of one stream: ``process(image, pixel_format)`` -> tuple of :class:`Face` (largest
+    first). ``models`` (shared across streams) are loaded here when not given."""
 
     def __init__(self, detect_every: int = 5, max_faces: int = 4, detector_max_side: int = 360,
-                 min_face: float = 0.15, predictor: str | Path | None = None, mouth_scale: float = 1.3) -> None:
-        self.tracker = FaceTracker(HaarFaceDetector(max_side=detector_max_side, min_face=min_face),
-                                   LandmarkPredictor(predictor), detect_every=detect_every, max_faces=max_faces)
-        self.cropper = MouthCropper(scale=mouth_scale)
+                 min_face: float = 0.15, predictor: str | Path | None = None, mouth_scale: float = 1.3,
+                 models: VisionModels | None = None) -> None:
+        m = models or VisionModels.load(detector_max_side, min_face, predictor, mouth_scale)
+        self.models = m
+        self.tracker = FaceTracker(m.detector, m.predictor, detect_every=detect_every, max_faces=max_faces)
+        self.cropper = m.cropper
         self.timings = Timings()
 
     def process(self, image: np.ndarray, pixel_format: str = "bgr24") -> tuple[Face, ...]:
