@@ -9,7 +9,9 @@ The "model" is deterministic and checkable: ``generate(input_values, video)`` em
 0.4 s block of audio (6400 samples at 16 kHz, 10 video frames at 25 fps), chosen by the block's loudness
 (RMS above the first weight) and the mean brightness of its mouth frames (above the second weight):
 quiet+dark "mu", quiet+bright "mi", loud+dark "ka", loud+bright "ko". :func:`expected_text` computes the
-same words in numpy, so tests can assert the transcript and that the video changes it.
+same words in numpy, so tests can assert the transcript and that the video changes it. The processor names
+its parts with the legacy ``feature_extractor_class`` / ``tokenizer_class`` attributes, as AVista's does
+(transformers 5 logs that they are deprecated, and loads them).
 """
 
 from __future__ import annotations
@@ -197,38 +199,35 @@ SOURCES = {
 }
 
 
-def make_tiny_av(path: Path, *, auto_map: bool = True) -> Path:
-    """Write the tiny AV model directory into ``path`` (created); ``auto_map=False`` leaves the model's
-    and the processor's auto_map out (a directory the loader must refuse)."""
+def make_tiny_av(path: Path, *, model_map: bool = True, processor_map: bool = True) -> Path:
+    """Write the tiny AV model directory into ``path`` (created). ``model_map`` / ``processor_map`` false leave
+    the model's / the processor's auto_map entry out (directories the loader must refuse)."""
     import torch
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
     for name, text in SOURCES.items():
         (path / name).write_text(text.lstrip(), encoding="utf-8")
-    config: dict[str, object] = {
+    auto = {"AutoConfig": "configuration_tinyav.TinyAvConfig"}
+    if model_map:
+        auto["AutoModelForSpeechSeq2Seq"] = "modeling_tinyav.TinyAvForSpeechSeq2Seq"
+    _write_json(path / "config.json", {
         "model_type": "tinyav", "architectures": ["TinyAvForSpeechSeq2Seq"], "block_samples": BLOCK,
         "frames_per_block": FRAMES_PER_BLOCK, "vocab_size": len(VOCAB), "pad_token_id": 0, "bos_token_id": 1,
-        "eos_token_id": 2, "decoder_start_token_id": 1, "is_encoder_decoder": True,
-    }
-    if auto_map:
-        config["auto_map"] = {"AutoConfig": "configuration_tinyav.TinyAvConfig",
-                              "AutoModelForSpeechSeq2Seq": "modeling_tinyav.TinyAvForSpeechSeq2Seq"}
-    _write_json(path / "config.json", config)
+        "eos_token_id": 2, "decoder_start_token_id": 1, "is_encoder_decoder": True, "auto_map": auto,
+    })
+    processor = {"AutoProcessor": "processing_tinyav.TinyAvProcessor"} if processor_map else {}
     _write_json(path / "preprocessor_config.json", {
         "feature_extractor_type": "TinyAvFeatureExtractor", "sampling_rate": 16000,
-        "auto_map": {"AutoFeatureExtractor": "feature_extraction_tinyav.TinyAvFeatureExtractor",
-                     **({"AutoProcessor": "processing_tinyav.TinyAvProcessor"} if auto_map else {})},
-        **({"processor_class": "TinyAvProcessor"} if auto_map else {}),
+        "auto_map": {"AutoFeatureExtractor": "feature_extraction_tinyav.TinyAvFeatureExtractor", **processor},
     })
     _write_json(path / "tokenizer_config.json", {
         "tokenizer_class": "TinyAvTokenizer", "pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
         "auto_map": {"AutoTokenizer": ["tokenization_tinyav.TinyAvTokenizer", None]},
     })
     _write_json(path / "vocab.json", {t: i for i, t in enumerate(VOCAB)})
-    if auto_map:
-        _write_json(path / "processor_config.json", {"processor_class": "TinyAvProcessor",
-                                                     "auto_map": {"AutoProcessor": "processing_tinyav.TinyAvProcessor"}})
+    if processor_map:
+        _write_json(path / "processor_config.json", {"processor_class": "TinyAvProcessor", "auto_map": processor})
     save_file({"thresholds": torch.tensor(THRESHOLDS, dtype=torch.float32)}, str(path / "model.safetensors"))
     return path
 

@@ -1,0 +1,360 @@
+"""``avsr``: audio-visual speech recognition of VAD-delimited utterances, reading the lips of one face.
+
+Inputs: ``audio`` (16 kHz AudioChunk; other rates are rejected and counted), ``faces`` (Faces from the
+vision node, one message per video frame; ``header.sample_index`` is the frame's instant on the audio
+clock), ``vad`` (VadEvent) and, optionally, ``active`` (ActiveSpeaker). Output: ``transcripts``
+(Transcript revisions, ``face_id`` = the followed face, -1 when none).
+
+The model (``model``: a directory) is our chunked AV model when it holds ``avsr.json``
+(:func:`kikimimi.models.avsr.chunked.load_chunked`), or a transformers checkpoint with ``config.json`` and
+an ``auto_map`` (:func:`kikimimi.models.avsr.external.load_external_av`). Each stream gets its own
+:class:`~kikimimi.models.avsr.base.AvStream` of the shared model.
+
+Timing: a :class:`~kikimimi.engine.vad_sync.VadGate` per stream keeps the VAD events in step with the
+data: audio is given to the recognizer up to the gate's limit (never past a pending SPEECH_END, nor more
+than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark) and an event is applied once the recognizer
+has the audio up to it. While the ``faces`` input is live, audio is also held until the video has
+reached it, at most ``video_wait_ms`` behind the newest audio (so partials and the final see the mouths
+of their span, and a vision node that stalls delays results by at most that much). A video frame is
+given to the recognizer, in time order, once the audio up to its instant has been given; frames wait in
+a bounded buffer (:data:`MAX_FRAMES`; overflow drops the oldest), and frames not after the last one, or
+more than :data:`MAX_LATE_S` behind the audio given, or without a sample index, are dropped; all drops are
+counted (``stats.rejected_by_kind``: ``video_order``, ``video_late``, ``video_clock``, ``video_overflow``).
+
+The followed face: while no utterance is open, each frame picks it anew - with ActiveSpeaker input (the
+``active`` port connected, or any ActiveSpeaker seen) the face of the frame with the highest latest
+speaking probability (0.5 for a face without one), else the largest face (box area). From SPEECH_START to
+the final it stays the same face (the first one picked if none was visible at the start); frames where it
+is missing give the recognizer None (a zero crop). Each utterance publishes revisions numbered from 0 (as
+the asr node does): partials whose ``committed`` only grows, then the final. FLUSH / END_OF_STREAM and
+``on_stop`` finish open utterances at the last sample given, after the held VAD events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kikimimi.engine.clock import Clock
+from kikimimi.engine.errors import ParamError
+from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
+from kikimimi.engine.messages import (
+    ALL_STREAMS,
+    AudioChunk,
+    Control,
+    ControlKind,
+    Message,
+    SpeechEventKind,
+    Transcript,
+    VadEvent,
+)
+from kikimimi.engine.node import Node, PortSpec, control_targets
+from kikimimi.engine.params import Param, ParamValues
+from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.vad_sync import VadGate
+from kikimimi.models.avsr.base import AvRecognizer, AvStream, Revision
+
+SAMPLE_RATE = 16000
+CHUNKED_META = "avsr.json"
+MAX_PENDING_EVENTS = 256
+MAX_HELD_S = 60
+"""Seconds of audio held per stream for the VAD or the video to catch up; beyond this the oldest is given."""
+MAX_FRAMES = 750
+"""Video frames held per stream until their audio is given (30 s at 25 fps); beyond this the oldest is dropped."""
+MAX_LATE_S = 2.0
+MAX_ROUNDS = 64
+
+
+def load_av_model(model: str, device: str, threads: int, language: str = "auto") -> AvRecognizer:
+    """The AV recognizer in directory ``model``: chunked (``avsr.json``) or external (``config.json``)."""
+    path = Path(model).expanduser()
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:
+            device = "cpu"
+        else:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not path.is_dir():
+        raise ParamError(f"model={model!r} is not allowed; allowed: a directory with {CHUNKED_META} (our chunked "
+                         f"AV model) or config.json with an auto_map (a transformers AV checkpoint); {path} is none")
+    if (path / CHUNKED_META).is_file():
+        from kikimimi.models.avsr.chunked import load_chunked
+
+        rec: AvRecognizer = load_chunked(path, device, threads or os.cpu_count() or 1)
+        return rec
+    if (path / "config.json").is_file():
+        from kikimimi.models.avsr.external import load_external_av
+
+        return load_external_av(path, device, threads, language=language)
+    raise ParamError(f"model={model!r}: {path} holds neither {CHUNKED_META} (our chunked AV model) nor config.json "
+                     "(a transformers AV checkpoint)")
+
+
+@dataclass(eq=False)
+class _Stream:
+    sid: str
+    rs: AvStream
+    gate: VadGate
+    held: deque[tuple[int, np.ndarray]] = field(default_factory=deque)      # audio not yet given
+    frames: deque[tuple[int, tuple[Face, ...]]] = field(default_factory=deque)  # video not yet given
+    audio_end: int | None = None       # one past the newest sample received
+    fed: int | None = None             # one past the newest sample given to the recognizer
+    video_end: int | None = None       # end (instant + one frame) of the newest video frame received
+    last_frame: int = -1               # instant of the newest frame given (or waiting)
+    followed: int = NO_FACE
+    probs: dict[int, float] = field(default_factory=dict)
+    utterance_id: int = -1
+    revision: int = 0
+    closing: bool = False              # the open utterance's endpoint was given
+    audio_done: bool = False
+    faces_done: bool = False
+
+
+class AvsrNode(Node):
+    """Audio-visual recognition of VAD utterances following one face; see the module docstring."""
+
+    kind = "avsr"
+    help = "Audio-visual speech recognition (audio + the followed face's mouth): Transcript revisions per utterance."
+    inputs = (
+        PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512), help="16 kHz audio"),
+        PortSpec("faces", (Faces,), queue=QueueConfig.make("block", 256), help="faces of each video frame"),
+        PortSpec("vad", (VadEvent,), queue=QueueConfig.make("block", 256), help="speech start / end events"),
+        PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 256),
+                 help="optional: speaking probabilities; the node follows the most likely speaker"),
+    )
+    outputs = (PortSpec("transcripts", (Transcript,), help="transcript revisions with face_id; the last is final"),)
+    params = (
+        Param("model", str, help="a directory: avsr.json (our chunked AV model) or config.json with an auto_map "
+              "(a transformers AV checkpoint such as AVista)"),
+        Param("device", str, "auto", "where the model runs", choices=("auto", "cpu", "cuda")),
+        Param("threads", int, 1, "CPU threads for the model (0 = torch's default)", min=0, max=256),
+        Param("language", str, "auto", "ISO code of the transcripts ('auto': what the model says, if anything)"),
+        Param("vad_lookahead_ms", int, 500, "audio is given at most this far past the VAD's PROGRESS watermark",
+              min=0),
+        Param("video_wait_ms", int, 500, "audio waits at most this long (audio time) for the video to reach it",
+              min=0, max=10000),
+        Param("warmup", bool, True, "decode silence once at start so the first utterance is not slow"),
+    )
+
+    def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
+                 clock: Clock | None = None) -> None:
+        super().__init__(name, params, clock)
+        p = self.p
+        self.recognizer = load_av_model(p.model, p.device, p.threads, p.language)
+        self._lookahead = p.vad_lookahead_ms * SAMPLE_RATE // 1000
+        self._video_wait = p.video_wait_ms * SAMPLE_RATE // 1000
+        self._streams: dict[str, _Stream] = {}
+        self._ended: set[str] = set()
+        self.forced_events = 0      # VAD events applied before their audio (MAX_PENDING_EVENTS)
+        self.forced_audio = 0       # audio given before the VAD / video caught up (MAX_HELD_S)
+
+    # ------------------------------------------------------------------ hooks
+    def on_start(self) -> None:
+        """Warm the model up."""
+        if self.p.warmup:
+            self.recognizer.warmup()
+
+    def on_message(self, port: str, msg: Message) -> None:
+        """Audio and frames wait until they can be given in step; VAD events wait for their audio."""
+        if isinstance(msg, AudioChunk):
+            st = self._on_audio(msg)
+        elif isinstance(msg, Faces):
+            st = self._on_faces(msg)
+        elif isinstance(msg, VadEvent):
+            st = self._stream(msg.header.stream_id)
+            forced = st.gate.on_event(msg)
+            if forced is not None:
+                self.forced_events += 1
+                self._apply(st, forced)
+        elif isinstance(msg, ActiveSpeaker):
+            st = self._stream(msg.header.stream_id)
+            if msg.face_id == NO_FACE:          # "no face in view": nothing to rank
+                return
+            st.probs.pop(msg.face_id, None)
+            st.probs[msg.face_id] = msg.probability
+            while len(st.probs) > 64:
+                st.probs.pop(next(iter(st.probs)))
+            return
+        else:
+            return
+        if st is not None:
+            self._advance(st)
+
+    def on_control(self, port: str, ctrl: Control) -> None:
+        """FLUSH / END_OF_STREAM on ``audio`` give everything held and finish the open utterance (END_OF_STREAM
+        waits for a connected ``vad`` that has not ended); END_OF_STREAM on ``vad`` stops waiting for its
+        watermarks (and finishes if the audio ended); on ``faces`` it stops holding audio for the video."""
+        if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
+            return
+        eos = ctrl.kind is ControlKind.END_OF_STREAM
+        if eos and ctrl.header.stream_id == ALL_STREAMS:
+            self._ended.add(port)
+        for sid in control_targets(ctrl, self._streams):
+            st = self._streams[sid]
+            if port == "audio":
+                st.audio_done = st.audio_done or eos
+                if eos and self._live("vad"):
+                    self._advance(st)
+                    continue
+                self._advance(st, force=True)
+                self._finish(st)
+            elif port == "vad" and eos:
+                st.gate.mark = None
+                self._advance(st, force=st.audio_done)
+                if st.audio_done:
+                    self._finish(st)
+            elif port == "faces" and eos:
+                st.faces_done = True
+                self._advance(st)
+
+    def on_stop(self) -> None:
+        """Give everything held, apply every held VAD event, finish every open utterance."""
+        for st in self._streams.values():
+            self._advance(st, force=True)
+            self._finish(st)
+
+    # ------------------------------------------------------------------ inputs
+    def _stream(self, sid: str) -> _Stream:
+        st = self._streams.get(sid)
+        if st is None:
+            st = self._streams[sid] = _Stream(sid, self.recognizer.new_stream(),
+                                              VadGate(self._lookahead, MAX_PENDING_EVENTS))
+        return st
+
+    def _live(self, port: str) -> bool:
+        return self.connected_inputs is not None and port in self.connected_inputs and port not in self._ended
+
+    def _on_audio(self, msg: AudioChunk) -> _Stream | None:
+        sid = msg.header.stream_id
+        if msg.sample_rate != SAMPLE_RATE:
+            self.stats.count_rejected("sample_rate")
+            self.throttled(logging.WARNING, f"rate:{sid}", "avsr %s: dropping audio of stream %r at %d Hz; the sample "
+                           "rate must be %d Hz", self.name, sid, msg.sample_rate, SAMPLE_RATE)
+            return None
+        st = self._stream(sid)
+        s = msg.samples
+        x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
+        if s.dtype == np.int16:
+            x *= np.float32(1.0 / 32768.0)
+        idx = msg.header.sample_index
+        if st.audio_end is not None and idx < st.audio_end:         # overlap: keep only the new samples
+            x, idx = x[st.audio_end - idx:], st.audio_end
+        if len(x):
+            st.held.append((idx, x))
+            st.audio_end = idx + len(x)
+        while st.held and st.audio_end - st.held[0][0] > MAX_HELD_S * SAMPLE_RATE:
+            self.forced_audio += 1
+            self.throttled(logging.WARNING, f"held:{sid}", "avsr %s: stream %r holds over %d s of audio for the VAD "
+                           "or the video; giving the oldest now", self.name, sid, MAX_HELD_S)
+            s0, x0 = st.held.popleft()
+            st.rs.accept_audio(x0, s0)
+            st.fed = s0 + len(x0)
+        return st
+
+    def _on_faces(self, msg: Faces) -> _Stream | None:
+        st = self._stream(msg.header.stream_id)
+        idx = msg.header.sample_index
+        st.video_end = max(st.video_end or 0, idx + round(SAMPLE_RATE / msg.fps))
+        kind = ("video_clock" if idx < 0 else "video_order" if idx <= st.last_frame else
+                "video_late" if st.fed is not None and idx < st.fed - MAX_LATE_S * SAMPLE_RATE else None)
+        if kind is not None:
+            self.stats.count_rejected(kind)
+            self.throttled(logging.WARNING, f"{kind}:{st.sid}", "avsr %s: dropping video frame %d of stream %r at "
+                           "sample %d (%s)", self.name, msg.frame_index, st.sid, idx, kind.replace("_", " "))
+            return st
+        st.frames.append((idx, msg.faces))
+        st.last_frame = idx
+        if len(st.frames) > MAX_FRAMES:
+            st.frames.popleft()
+            self.stats.count_rejected("video_overflow")
+        return st
+
+    # ------------------------------------------------------------------ in step
+    def _advance(self, st: _Stream, force: bool = False) -> None:
+        """Give audio up to the gate's limit and the frames it covers, apply the events that are due, decode."""
+        while True:
+            data_end = st.audio_end or 0
+            video_live = not st.faces_done and "faces" not in self._ended and (
+                self.connected_inputs is None or "faces" in self.connected_inputs)
+            if video_live and not force:
+                data_end = min(data_end, max(st.video_end or 0, data_end - self._video_wait))
+            limit = st.gate.data_limit(data_end, force)
+            while st.held and st.held[0][0] < limit:
+                s, x = st.held.popleft()
+                n = min(len(x), limit - s)
+                st.rs.accept_audio(x[:n], s)
+                st.fed = s + n
+                if n < len(x):
+                    st.held.appendleft((s + n, x[n:]))
+            while st.frames and st.fed is not None and st.frames[0][0] < st.fed:
+                idx, faces = st.frames.popleft()
+                face = self._pick(st, faces)
+                st.rs.accept_video(None if face is None else face.mouth, idx)
+            ev = st.gate.pop_due(st.fed or 0, force)
+            if ev is None:
+                break
+            self._apply(st, ev)
+        self._steps(st)
+
+    def _pick(self, st: _Stream, faces: tuple[Face, ...]) -> Face | None:
+        """The followed face in this frame (see the module docstring), or None."""
+        if st.rs.utterance_open and st.followed != NO_FACE:
+            return next((f for f in faces if f.face_id == st.followed), None)
+        if not faces:
+            if not st.rs.utterance_open:
+                st.followed = NO_FACE
+            return None
+        active = self._live("active") or bool(st.probs)
+
+        def score(f: Face) -> tuple[float, int]:
+            area = int(f.box[2]) * int(f.box[3])
+            return (st.probs.get(f.face_id, 0.5) if active else 0.0, area)
+        best = max(faces, key=score)
+        st.followed = best.face_id
+        return best
+
+    def _apply(self, st: _Stream, ev: VadEvent) -> None:
+        if ev.kind is SpeechEventKind.SPEECH_START:
+            if st.rs.utterance_open:
+                st.rs.endpoint(ev.start_sample)
+                self._steps(st)
+            st.utterance_id += 1
+            st.revision = 0
+            st.closing = False
+            st.rs.begin(ev.start_sample)
+        elif ev.kind is SpeechEventKind.SPEECH_END and st.rs.utterance_open:
+            st.rs.endpoint(ev.end_sample)
+            st.closing = True
+            self._steps(st)
+
+    def _steps(self, st: _Stream) -> None:
+        for _ in range(MAX_ROUNDS):
+            rev = st.rs.step()
+            if rev is None:
+                return
+            self._send(st, rev)
+
+    def _finish(self, st: _Stream) -> None:
+        """End the open utterance at the last sample given (unless the VAD already ended it) and decode."""
+        if st.rs.utterance_open:
+            if not st.closing:
+                st.rs.endpoint(st.fed or 0)
+                st.closing = True
+            self._steps(st)
+
+    def _send(self, st: _Stream, rev: Revision) -> None:
+        header = self.header("transcripts", st.sid, rev.end_sample)
+        self.emit("transcripts", Transcript(header, max(st.utterance_id, 0), st.revision, rev.committed, rev.unstable,
+                                            rev.final, rev.start_sample, rev.end_sample, SAMPLE_RATE, rev.language,
+                                            rev.words, face_id=st.followed))
+        st.revision += 1
+        if rev.final and st.rs.utterance_open:     # the backend split a long utterance: the rest is a new one
+            st.utterance_id += 1
+            st.revision = 0

@@ -1,0 +1,228 @@
+"""The avsr node over synthetic audio, faces and VAD events, with the tiny external AV model of tests/avsr_tiny.py:
+revisions per utterance, the followed face, VAD events ahead of their audio, rejected audio and frames."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from avsr_tiny import expected_text, make_tiny_av
+from harness import run_node
+
+from kikimimi.engine.errors import ParamError
+from kikimimi.engine.face_messages import ActiveSpeaker, Face, Faces
+from kikimimi.engine.messages import (
+    AudioChunk,
+    Control,
+    ControlKind,
+    Header,
+    Message,
+    SpeechEventKind,
+    Transcript,
+    VadEvent,
+)
+from kikimimi.engine.registry import load_kind
+from kikimimi.nodes.avsr import AvsrNode
+
+torch = pytest.importorskip("torch", reason="external AV models run on PyTorch")
+pytest.importorskip("transformers", reason="transformers is not installed (pip install 'kikimimi[avsr]')")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+RATE = 16000
+P = 640
+CHUNK = 320
+SPANS = ((24 * P, 104 * P), (134 * P, 194 * P))      # two utterances: 3.2 s and 2.4 s (8 and 6 blocks)
+N_FRAMES = 220
+Msgs = list[tuple[str, Message]]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    return make_tiny_av(tmp_path_factory.mktemp("tinyav"))
+
+
+def scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Audio with 0.4 s blocks of random loudness inside SPANS, and two faces' mouth videos with random
+    brightness per block (independent of each other)."""
+    rng = np.random.default_rng(seed)
+    audio = rng.normal(0, 0.005, N_FRAMES * P).astype(np.float32)
+    mouths = rng.integers(20, 60, (2, N_FRAMES, 96, 96)).astype(np.uint8)
+    for a, b in SPANS:
+        for f0 in range(a // P, b // P, 10):
+            if rng.random() < 0.5:
+                audio[f0 * P:(f0 + 10) * P] = rng.normal(0, 0.2, 10 * P)
+            for face in (0, 1):
+                if rng.random() < 0.5:
+                    mouths[face, f0:f0 + 10] = rng.integers(180, 230, (10, 96, 96))
+    return audio, mouths[0], mouths[1]
+
+
+def face(face_id: int, size: int, mouth: np.ndarray) -> Face:
+    box = np.array([100 * face_id, 50, size, size], np.int32)
+    return Face(face_id, box, np.zeros((68, 2), np.float32), np.array([0, 0, 96, 48], np.int32), mouth, 0.2, True)
+
+
+def live(audio: np.ndarray, frames: list[tuple[Face, ...]], sid: str = "s", rate: int = RATE,
+         active: tuple[tuple[int, float], ...] = (), video_delay: int = 0) -> Msgs:
+    """Messages in live order: 20 ms chunks; each frame once the audio passed its instant plus ``video_delay``
+    samples; SPEECH_START and SPEECH_END 200 ms after their sample (the VAD's decision delay) and a PROGRESS
+    watermark 200 ms behind the audio every 100 ms; ActiveSpeaker estimates first."""
+    msgs: Msgs = [("active", ActiveSpeaker(Header(sid, i, 0, 0, "asd"), fid, prob, prob > 0.5, 0, 0, RATE))
+                  for i, (fid, prob) in enumerate(active)]
+    n_frame = n_vad = 0
+    todo = [(a + 3200, SpeechEventKind.SPEECH_START, a, -1) for a, _ in SPANS]
+    todo += [(b + 3200, SpeechEventKind.SPEECH_END, a, b) for a, b in SPANS]
+    todo.sort(key=lambda e: e[0])
+    for i, s in enumerate(range(0, len(audio), CHUNK)):
+        msgs.append(("audio", AudioChunk(Header(sid, i, s, 0, "src"), audio[s:s + CHUNK].reshape(-1, 1), rate)))
+        end = s + CHUNK
+        while n_frame < len(frames) and n_frame * P + video_delay < end:
+            msgs.append(("faces", Faces(Header(sid, n_frame, n_frame * P, 0, "vision"), n_frame, 640, 480, 25.0,
+                                        frames[n_frame])))
+            n_frame += 1
+        while todo and todo[0][0] <= end:
+            at, kind, a, b = todo.pop(0)
+            msgs.append(("vad", VadEvent(Header(sid, n_vad, at, 0, "vad"), kind, a, b, RATE, 0.9)))
+            n_vad += 1
+        if i % 5 == 4 and end > 3200:
+            mark = end - 3200
+            msgs.append(("vad", VadEvent(Header(sid, n_vad, mark, 0, "vad"), SpeechEventKind.PROGRESS, mark, -1,
+                                         RATE, 0.5)))
+            n_vad += 1
+    return msgs
+
+
+def transcripts(out: Msgs) -> list[Transcript]:
+    assert all(port == "transcripts" for port, _ in out)
+    return [m for _, m in out if isinstance(m, Transcript)]
+
+
+def check_revisions(ts: list[Transcript]) -> dict[int, list[Transcript]]:
+    """Per utterance: revisions 0, 1, 2, ...; partials before the final; committed only grows."""
+    by_utt: dict[int, list[Transcript]] = {}
+    for t in ts:
+        by_utt.setdefault(t.utterance_id, []).append(t)
+    for uid, revs in by_utt.items():
+        assert [r.revision for r in revs] == list(range(len(revs))), uid
+        assert len(revs) >= 2 and revs[-1].final and not any(r.final for r in revs[:-1]), uid
+        for x, y in itertools.pairwise(revs):
+            assert y.committed.startswith(x.committed), (uid, x.committed, y.committed)
+    return by_utt
+
+
+def finals(ts: list[Transcript]) -> list[tuple[int, str, int, int, int]]:
+    return [(t.utterance_id, t.committed, t.start_sample, t.end_sample, t.face_id) for t in ts if t.final]
+
+
+def want(audio: np.ndarray, mouths: np.ndarray, face_id: int) -> list[tuple[int, str, int, int, int]]:
+    return [(i, expected_text(audio[a:b], mouths[a // P:b // P]), a, b, face_id) for i, (a, b) in enumerate(SPANS)]
+
+
+def test_kind_is_registered_and_the_model_is_checked(tmp_path: Path) -> None:
+    assert load_kind("avsr") is AvsrNode
+    with pytest.raises(ParamError, match="is not allowed; allowed: a directory"):
+        AvsrNode("avsr", {"model": str(tmp_path / "nope")})
+    with pytest.raises(ParamError, match=r"holds neither avsr\.json"):
+        AvsrNode("avsr", {"model": str(tmp_path)})
+    with pytest.raises(ParamError, match="required"):
+        AvsrNode("avsr", {})
+
+
+def test_partials_then_a_final_per_utterance_reading_the_largest_face(tiny_dir: Path) -> None:
+    audio, m1, m2 = scene()
+    frames = [(face(1, 200, m1[k]), face(2, 90, m2[k])) for k in range(N_FRAMES)]
+    node = AvsrNode("avsr", {"model": str(tiny_dir)})
+    ts = transcripts(run_node(node, live(audio, frames)))
+    by_utt = check_revisions(ts)
+    assert sorted(by_utt) == [0, 1]
+    assert finals(ts) == want(audio, m1, 1)
+    assert all(t.face_id == 1 and t.sample_rate == RATE for t in ts)
+    assert any(t.committed and not t.final for t in ts)          # LocalAgreement committed text before the end
+    fin = [t for t in ts if t.final]
+    assert all(len(t.words) == len(t.committed.split()) for t in fin)
+    assert node.stats.snapshot()["rejected_by_kind"] == {}
+
+
+def test_the_most_likely_speaker_is_followed_and_a_lost_face_reads_as_zero(tiny_dir: Path) -> None:
+    audio, m1, m2 = scene(seed=1)
+    frames = [(face(1, 200, m1[k]), face(2, 90, m2[k])) for k in range(N_FRAMES)]
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    ts = transcripts(run_node(node, live(audio, frames, active=((1, 0.1), (2, 0.9)))))
+    check_revisions(ts)
+    assert finals(ts) == want(audio, m2, 2)
+    assert {t.face_id for t in ts} == {2}
+    assert want(audio, m2, 2)[0][1] != want(audio, m1, 2)[0][1]      # the two faces' lips say different things
+    # face 1 (followed: the largest) leaves halfway through the first utterance; face 2 stays visible
+    gone = (SPANS[0][0] + SPANS[0][1]) // 2 // P
+    frames = [(face(1, 200, m1[k]), face(2, 90, m2[k])) if k < gone else (face(2, 90, m2[k]),)
+              for k in range(N_FRAMES)]
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    ts = transcripts(run_node(node, live(audio, frames)))
+    check_revisions(ts)
+    zeroed = m1.copy()
+    zeroed[gone:] = 0
+    a, b = SPANS[0]
+    assert finals(ts)[0] == (0, expected_text(audio[a:b], zeroed[a // P:b // P]), a, b, 1)
+    assert finals(ts)[1][4] == 2                   # the next utterance follows the face that is there
+
+
+def test_vad_events_ahead_of_their_audio_and_late_video_lose_nothing(tiny_dir: Path) -> None:
+    audio, m1, _ = scene(seed=4)                   # both utterances end in a bright-mouth block ("mi")
+    frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
+    msgs = live(audio, frames)
+    ahead = [m for m in msgs if m[0] == "vad"] + [m for m in msgs if m[0] != "vad"]
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    ts = transcripts(run_node(node, ahead))
+    check_revisions(ts)
+    assert finals(ts) == want(audio, m1, 1)
+    assert node.forced_events == 0
+    # the vision node runs 600 ms behind the audio: the audio waits for the frames (up to video_wait_ms);
+    # without waiting, the finals would be decoded before the last frames came
+    late = live(audio, frames, video_delay=9600)
+    for wait, same in ((1000, True), (0, False)):
+        node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False, "video_wait_ms": wait})
+        ts = transcripts(run_node(node, late))
+        check_revisions(ts)
+        assert (finals(ts) == want(audio, m1, 1)) is same
+        assert node.stats.snapshot()["rejected_by_kind"] == {}
+
+
+def test_the_end_of_the_audio_finishes_an_open_utterance(tiny_dir: Path) -> None:
+    audio, m1, _ = scene(seed=5)
+    frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
+    msgs = [m for m in live(audio, frames) if not (isinstance(m[1], VadEvent) and m[1].end_sample == SPANS[1][1])]
+    eos = Control(Header("all", 0, -1, 0, "src"), ControlKind.END_OF_STREAM)
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    out: Msgs = []
+    node.bind(lambda port, msg: out.append((port, msg)))
+    for port, msg in msgs:
+        node.on_message(port, msg)
+    assert len(finals(transcripts(out))) == 1
+    node.on_control("audio", eos)                   # the audio ended (and no vad input is connected)
+    ts = transcripts(out)
+    check_revisions(ts)
+    a = SPANS[1][0]
+    assert finals(ts) == [want(audio, m1, 1)[0], (1, expected_text(audio[a:], m1[a // P:]), a, len(audio), 1)]
+    n_out = len(out)
+    node.on_stop()                                  # nothing is left to finish
+    assert len(out) == n_out
+
+
+def test_wrong_sample_rate_and_bad_frames_are_rejected_and_counted(tiny_dir: Path) -> None:
+    audio, m1, _ = scene(seed=3)
+    frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    assert run_node(node, live(audio[:RATE], frames[:25], rate=8000)) == []
+    assert node.stats.snapshot()["rejected_by_kind"] == {"sample_rate": 50}
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    msgs = live(audio, frames)
+    k = next(i for i, (port, m) in enumerate(msgs) if port == "faces" and m.header.sample_index == 40 * P)
+    old = msgs[k][1]
+    assert isinstance(old, Faces)
+    late = Faces(Header("s", 999, 2 * P, 0, "vision"), 2, 640, 480, 25.0, old.faces)
+    ts = transcripts(run_node(node, [*msgs[:k + 1], ("faces", old), ("faces", late), *msgs[k + 1:]]))
+    assert node.stats.snapshot()["rejected_by_kind"] == {"video_order": 2}
+    assert finals(ts) == want(audio, m1, 1)
