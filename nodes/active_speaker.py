@@ -40,6 +40,7 @@ from kikimimi.engine.metrics import DROP_OVERFLOW
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.timemap import ClockMap
 from kikimimi.models.vision.active import ActiveSpeakerScorer, lip_signal
 
 
@@ -49,7 +50,7 @@ class _Stream:
     held: deque[Faces] = field(default_factory=deque)
     speaking: dict[int, bool] = field(default_factory=dict)
     frames: int = 0                           # frames scored
-    clock_ref: tuple[int, int] | None = None  # (sample_index, t_ns) of the newest audio chunk
+    clock: ClockMap | None = None             # camera frames -> audio clock, from the audio chunks' capture times
     audio_ended: bool = False
 
 
@@ -146,7 +147,9 @@ class ActiveSpeakerNode(Node):
         if s.dtype == np.int16:
             x *= np.float32(1.0 / 32768.0)
         st.scorer.push_audio(x, msg.header.sample_index)
-        st.clock_ref = (msg.header.sample_index, msg.header.t_ns)
+        if st.clock is None:
+            st.clock = ClockMap(self.p.sample_rate)
+        st.clock.observe(msg.header.sample_index + len(x), msg.header.t_ns)
         st.audio_ended = False
         return st
 
@@ -166,10 +169,10 @@ class ActiveSpeakerNode(Node):
         """The frame's sample index on the audio clock (with ``av_offset_ms``), None if it cannot be known yet."""
         idx = msg.header.sample_index
         if idx == NO_SAMPLE:
-            if st.clock_ref is None:
+            mapped = None if st.clock is None else st.clock.sample_at(msg.header.t_ns)
+            if mapped is None:
                 return None
-            ref_idx, ref_ns = st.clock_ref
-            idx = ref_idx + (msg.header.t_ns - ref_ns) * self.p.sample_rate // 1_000_000_000
+            idx = mapped
         return max(0, idx + self._offset)
 
     # ------------------------------------------------------------------ scoring

@@ -2,8 +2,10 @@
 
 Inputs: ``audio`` (16 kHz AudioChunk; other rates are rejected and counted), ``faces`` (Faces from the
 vision node, one message per video frame; ``header.sample_index`` is the frame's instant on the audio
-clock), ``vad`` (VadEvent) and, optionally, ``active`` (ActiveSpeaker). Output: ``transcripts``
-(Transcript revisions, ``face_id`` = the followed face, -1 when none).
+clock; frames without one, from a camera, are placed there through the capture times of the audio chunks
+with a :class:`~kikimimi.engine.timemap.ClockMap`), ``vad`` (VadEvent) and, optionally, ``active``
+(ActiveSpeaker). Output: ``transcripts`` (Transcript revisions, ``face_id`` = the followed face, -1 when
+none).
 
 The model (``model``: a directory) is our chunked AV model when it holds ``avsr.json``
 (:func:`kikimimi.models.avsr.chunked.load_chunked`), or a transformers checkpoint with ``config.json`` and
@@ -18,8 +20,9 @@ reached it, at most ``video_wait_ms`` behind the newest audio (so partials and t
 of their span, and a vision node that stalls delays results by at most that much). A video frame is
 given to the recognizer, in time order, once the audio up to its instant has been given; frames wait in
 a bounded buffer (:data:`MAX_FRAMES`; overflow drops the oldest), and frames not after the last one, or
-more than :data:`MAX_LATE_S` behind the audio given, or without a sample index, are dropped; all drops are
-counted (``stats.rejected_by_kind``: ``video_order``, ``video_late``, ``video_clock``, ``video_overflow``).
+more than :data:`MAX_LATE_S` behind the audio given, or before any audio placed them on the clock, are
+dropped; all drops are counted (``stats.rejected_by_kind``: ``video_order``, ``video_late``,
+``video_clock``, ``video_overflow``).
 
 The followed face: while no utterance is open, each frame picks it anew - with ActiveSpeaker input (the
 ``active`` port connected, or any ActiveSpeaker seen) the face of the frame with the highest latest
@@ -46,6 +49,7 @@ from kikimimi.engine.errors import ParamError
 from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
 from kikimimi.engine.messages import (
     ALL_STREAMS,
+    NO_SAMPLE,
     AudioChunk,
     Control,
     ControlKind,
@@ -57,6 +61,7 @@ from kikimimi.engine.messages import (
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.timemap import ClockMap
 from kikimimi.engine.vad_sync import VadGate
 from kikimimi.models.avsr.base import AvRecognizer, AvStream, Revision
 
@@ -115,6 +120,7 @@ class _Stream:
     closing: bool = False              # the open utterance's endpoint was given
     audio_done: bool = False
     faces_done: bool = False
+    clock: ClockMap = field(default_factory=lambda: ClockMap(SAMPLE_RATE))   # camera frames -> audio clock
 
 
 class AvsrNode(Node):
@@ -244,6 +250,7 @@ class AvsrNode(Node):
         if s.dtype == np.int16:
             x *= np.float32(1.0 / 32768.0)
         idx = msg.header.sample_index
+        st.clock.observe(idx + len(x), msg.header.t_ns)
         if st.audio_end is not None and idx < st.audio_end:         # overlap: keep only the new samples
             x, idx = x[st.audio_end - idx:], st.audio_end
         if len(x):
@@ -261,6 +268,9 @@ class AvsrNode(Node):
     def _on_faces(self, msg: Faces) -> _Stream | None:
         st = self._stream(msg.header.stream_id)
         idx = msg.header.sample_index
+        if idx == NO_SAMPLE:                     # a camera frame: its capture time on the microphone's clock
+            mapped = st.clock.sample_at(msg.header.t_ns)
+            idx = -1 if mapped is None else mapped
         st.video_end = max(st.video_end or 0, idx + round(SAMPLE_RATE / msg.fps))
         kind = ("video_clock" if idx < 0 else "video_order" if idx <= st.last_frame else
                 "video_late" if st.fed is not None and idx < st.fed - MAX_LATE_S * SAMPLE_RATE else None)

@@ -243,7 +243,8 @@ def audio_msgs(audio: np.ndarray, stream: str = "s", chunk: int = 320, rate: int
     out = []
     for k, a in enumerate(range(0, len(audio), chunk)):
         x = audio[a:a + chunk].reshape(-1, 1)
-        out.append(AudioChunk(Header(stream, k, a, a * 1_000_000_000 // RATE, "src"), x, rate))
+        # t_ns: the capture time of the chunk's end (as file_source and mic_source stamp it).
+        out.append(AudioChunk(Header(stream, k, a, (a + len(x)) * 1_000_000_000 // RATE, "src"), x, rate))
     return out
 
 

@@ -14,6 +14,7 @@ from harness import run_node
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.face_messages import ActiveSpeaker, Face, Faces
 from kikimimi.engine.messages import (
+    NO_SAMPLE,
     AudioChunk,
     Control,
     ControlKind,
@@ -226,3 +227,24 @@ def test_wrong_sample_rate_and_bad_frames_are_rejected_and_counted(tiny_dir: Pat
     ts = transcripts(run_node(node, [*msgs[:k + 1], ("faces", old), ("faces", late), *msgs[k + 1:]]))
     assert node.stats.snapshot()["rejected_by_kind"] == {"video_order": 2}
     assert finals(ts) == want(audio, m1, 1)
+
+
+def test_camera_frames_without_a_sample_index_are_placed_through_the_capture_times(tiny_dir: Path) -> None:
+    """A camera stamps only capture times; the audio chunks give the clock (t_ns = capture of a chunk's end)."""
+    audio, m1, _ = scene()
+    frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
+    base = 7_000_000_000
+    msgs: Msgs = []
+    for port, m in live(audio, frames):
+        if isinstance(m, AudioChunk):
+            t = base + (m.header.sample_index + m.samples.shape[0]) * 1_000_000_000 // RATE
+            m = AudioChunk(Header("s", m.header.seq, m.header.sample_index, t, "src"), m.samples, m.sample_rate)
+        elif isinstance(m, Faces):
+            t = base + m.header.sample_index * 1_000_000_000 // RATE
+            m = Faces(Header("s", m.header.seq, NO_SAMPLE, t, "camera"), m.frame_index, m.width, m.height, m.fps,
+                      m.faces)
+        msgs.append((port, m))
+    node = AvsrNode("avsr", {"model": str(tiny_dir)})
+    ts = transcripts(run_node(node, msgs))
+    assert finals(ts) == want(audio, m1, 1)
+    assert node.stats.snapshot()["rejected_by_kind"] == {}
