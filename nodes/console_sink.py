@@ -83,8 +83,11 @@ def format_partial(msg: Transcript) -> str:
 
 
 def _face(msg: Transcript) -> str:
-    """`` face 3 (0.81)`` when the fusion node attached the face that spoke, else empty."""
-    return f" face {msg.face_id} ({msg.face_score:.2f})" if msg.face_id >= 0 else ""
+    """`` face 3 (0.81)`` when the fusion node attached the face that spoke (`` face 3`` from a recognizer that
+    read that face's lips, without a score), else empty."""
+    if msg.face_id < 0:
+        return ""
+    return f" face {msg.face_id} ({msg.face_score:.2f})" if msg.face_score > 0 else f" face {msg.face_id}"
 
 
 def format_message(msg: Message, show_audio: bool = False) -> str | None:

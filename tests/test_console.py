@@ -49,6 +49,14 @@ def run(msgs: list[Message], out: io.StringIO, monkeypatch: pytest.MonkeyPatch, 
 
 def test_final_line_format() -> None:
     assert format_final(PARTIALS[-1]) == "[file] 1.23-4.56 s: turn left"
+
+
+def test_final_line_shows_the_face_that_spoke() -> None:
+    import dataclasses
+
+    fused = dataclasses.replace(PARTIALS[-1], face_id=2, face_score=0.814, speaker="alice")
+    assert format_final(fused) == "[file] 1.23-4.56 s face 2 (0.81) alice: turn left"
+    assert format_final(dataclasses.replace(PARTIALS[-1], face_id=0)) == "[file] 1.23-4.56 s face 0: turn left"
     assert format_partial(PARTIALS[1]) == "[file] 1.23-4.56 s ~ turn [left]"
     assert format_partial(PARTIALS[0]) == "[file] 1.23-4.56 s ~ [turn]"
 
