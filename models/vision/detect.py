@@ -13,6 +13,8 @@ from kikimimi.models.vision import _deps
 class HaarFaceDetector:
     """Frontal faces in a grayscale frame as int32 (n, 4) boxes (x, y, width, height), largest first.
 
+    A detection lying mostly inside a larger one is dropped (:func:`suppress_overlaps`).
+
     The frame is shrunk so its longer side is at most ``max_side`` pixels before detection (speed), and
     the boxes are scaled back. ``min_face``: the smallest face side searched for, as a fraction of the
     frame's shorter side. ``scale_factor`` and ``min_neighbors`` are OpenCV's ``detectMultiScale`` knobs.
@@ -52,4 +54,26 @@ class HaarFaceDetector:
             return np.zeros((0, 4), np.int32)
         boxes = np.round(np.asarray(found, np.float64) / scale).astype(np.int32)
         order = np.argsort(-(boxes[:, 2].astype(np.int64) * boxes[:, 3]), kind="stable")
-        return boxes[order]
+        return suppress_overlaps(boxes[order])
+
+
+def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection area of two (x, y, w, h) boxes over the smaller one's area (1.0: one lies inside the other)."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, float(x1 - x0)) * max(0.0, float(y1 - y0))
+    small = min(float(a[2]) * float(a[3]), float(b[2]) * float(b[3]))
+    return inter / small if small > 0 else 0.0
+
+
+def suppress_overlaps(boxes: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
+    """Keep boxes (sorted largest first) that overlap no kept box by more than ``max_overlap`` of the smaller.
+
+    The Haar cascade often fires a second time on part of a face (the mouth and chin, one eye and the
+    nose); two faces of people in a room do not overlap that much.
+    """
+    kept: list[np.ndarray] = []
+    for b in boxes:
+        if all(overlap_of_smaller(b, k) <= max_overlap for k in kept):
+            kept.append(b)
+    return np.array(kept, np.int32).reshape(-1, 4)

@@ -7,7 +7,8 @@ the detection's box, an unmatched detection starts a track with a new id, and a 
 are predicted again inside its previous box and the box follows them (through the offset between
 landmark extent and detector box learned at the last detection), which is far cheaper than detecting.
 A track whose landmarks stop looking like a face (:func:`~kikimimi.models.vision.landmarks.plausible`)
-is dropped. Ids are never reused within a tracker.
+is dropped, and so is the newer of two tracks whose boxes overlap by more than half of the smaller
+(two tracks on one face). Ids are never reused within a tracker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.models.vision.detect import HaarFaceDetector
+from kikimimi.models.vision.detect import HaarFaceDetector, overlap_of_smaller
 from kikimimi.models.vision.landmarks import LandmarkPredictor, landmark_box, plausible
 
 
@@ -70,6 +71,7 @@ class FaceTracker:
         self.max_faces = max_faces
         self.min_iou = min_iou
         self.max_misses = max_misses
+        self.max_overlap = 0.5
         self.tracks: list[Track] = []
         self._next_id = 0
         self._since_detect = 0
@@ -93,7 +95,13 @@ class FaceTracker:
                 t.landmarks = self.predictor.predict(gray, np.round(t.box).astype(np.int64))
                 t.follow()
         self.tracks = [t for t in self.tracks if plausible(t.landmarks, gray.shape)]
-        self.tracks.sort(key=lambda t: -t.box[2] * t.box[3])
+        # Two tracks that drifted onto one face: the older one (lower id) keeps it.
+        by_age = sorted(self.tracks, key=lambda t: t.face_id)
+        kept: list[Track] = []
+        for t in by_age:
+            if all(overlap_of_smaller(t.box, k.box) <= self.max_overlap for k in kept):
+                kept.append(t)
+        self.tracks = sorted(kept, key=lambda t: -t.box[2] * t.box[3])
         return self.tracks
 
     def _detect(self, gray: np.ndarray) -> None:
