@@ -1,10 +1,13 @@
-"""Small audio helpers shared by the built-in nodes: sample format conversion, downmix, re-chunking.
+"""Small audio helpers shared by the built-in nodes: sample format conversion, downmix, rate checks, re-chunking.
 
 Not a node kind. Conversions follow one convention everywhere: float32 audio is in [-1, 1] and maps
 to int16 by ``x * 32768``, rounded to the nearest integer and clipped to [-32768, 32767].
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +48,26 @@ def downmix(x: np.ndarray) -> np.ndarray:
     if x.shape[1] == 1:
         return x if x.dtype == np.float32 else x.astype(np.float32)
     return x.mean(axis=1, dtype=np.float32, keepdims=True)
+
+
+def mono_float32(samples: np.ndarray) -> np.ndarray:
+    """Shape (n, channels) int16 or float32 to mono float32 shape (n,) in [-1, 1] (mean over channels)."""
+    x = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0].astype(np.float32)
+    if samples.dtype == np.int16:
+        x *= np.float32(1.0 / 32768.0)
+    return x
+
+
+def rate_ok(node: Any, msg: Any, want: int) -> bool:
+    """True if AudioChunk ``msg`` is at ``want`` Hz; else count it as rejected (``sample_rate``) on ``node``, log
+    (throttled, per stream) what was dropped and what is allowed, and return False."""
+    if msg.sample_rate == want:
+        return True
+    sid = msg.header.stream_id
+    node.stats.count_rejected("sample_rate")
+    node.throttled(logging.WARNING, f"rate:{sid}", "%s %s: dropping audio of stream %r at %d Hz; the sample rate "
+                   "must be %d Hz", node.kind, node.name, sid, msg.sample_rate, want)
+    return False
 
 
 def chunk_boundary(k: int, rate: int, chunk_ms: int) -> int:

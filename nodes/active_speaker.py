@@ -30,8 +30,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Faces
@@ -42,6 +40,7 @@ from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.timemap import ClockMap
 from kikimimi.models.vision.active import ActiveSpeakerScorer, lip_signal
+from kikimimi.nodes._audio import mono_float32, rate_ok
 
 
 @dataclass(eq=False)
@@ -134,18 +133,10 @@ class ActiveSpeakerNode(Node):
         return st
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        sid = msg.header.stream_id
-        if msg.sample_rate != self.p.sample_rate:
-            self.stats.count_rejected("sample_rate")
-            self.throttled(logging.WARNING, f"rate:{sid}", "active_speaker %s: dropping audio of stream %r at %d Hz; "
-                           "the sample rate must be %d Hz (the sample_rate param)", self.name, sid, msg.sample_rate,
-                           self.p.sample_rate)
+        if not rate_ok(self, msg, self.p.sample_rate):
             return None
-        st = self._stream(sid)
-        s = msg.samples
-        x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
-        if s.dtype == np.int16:
-            x *= np.float32(1.0 / 32768.0)
+        st = self._stream(msg.header.stream_id)
+        x = mono_float32(msg.samples)
         st.scorer.push_audio(x, msg.header.sample_index)
         if st.clock is None:
             st.clock = ClockMap(self.p.sample_rate)

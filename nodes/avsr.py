@@ -64,6 +64,7 @@ from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.timemap import ClockMap
 from kikimimi.engine.vad_sync import VadGate
 from kikimimi.models.avsr.base import AvRecognizer, AvStream, Revision
+from kikimimi.nodes._audio import mono_float32, rate_ok
 
 SAMPLE_RATE = 16000
 CHUNKED_META = "avsr.json"
@@ -238,17 +239,11 @@ class AvsrNode(Node):
         return self.connected_inputs is not None and port in self.connected_inputs and port not in self._ended
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        sid = msg.header.stream_id
-        if msg.sample_rate != SAMPLE_RATE:
-            self.stats.count_rejected("sample_rate")
-            self.throttled(logging.WARNING, f"rate:{sid}", "avsr %s: dropping audio of stream %r at %d Hz; the sample "
-                           "rate must be %d Hz", self.name, sid, msg.sample_rate, SAMPLE_RATE)
+        if not rate_ok(self, msg, SAMPLE_RATE):
             return None
-        st = self._stream(sid)
-        s = msg.samples
-        x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
-        if s.dtype == np.int16:
-            x *= np.float32(1.0 / 32768.0)
+        st = self._stream(msg.header.stream_id)
+        sid = st.sid
+        x = mono_float32(msg.samples)
         idx = msg.header.sample_index
         st.clock.observe(idx + len(x), msg.header.t_ns)
         if st.audio_end is not None and idx < st.audio_end:         # overlap: keep only the new samples
