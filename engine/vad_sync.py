@@ -15,7 +15,18 @@ because its data came in first). Live input is never held: there the VAD keeps u
         apply(ev)
 
 ``force`` (end of stream, or the data source ended) releases everything. Both holds are bounded:
-at most ``max_pending`` events wait; past that the oldest is released (and counted in ``forced``).
+at most ``max_pending`` events wait; past that the oldest is released (and counted in ``forced``);
+how much data the caller holds is its own bound.
+
+A caller that holds whole messages rather than samples (the asr node: messages of feature frames,
+which it gives whole) uses :meth:`VadGate.mark_limit` instead of :meth:`VadGate.data_limit`: the
+watermark's bound alone, None when nothing holds the data. The data then does not stop at a pending
+SPEECH_END; the caller gives everything up to the watermark, then pops the events it reached (it
+decodes partials only after that, so no partial reads past an end it has been sent). The avsr and speaker
+nodes use :meth:`~VadGate.data_limit`.
+
+After the VAD's END_OF_STREAM the caller sets ``mark`` to None: no watermark will come, the data is
+no longer held for one.
 """
 
 from __future__ import annotations
@@ -56,11 +67,18 @@ class VadGate:
             return self.pending.popleft()
         return None
 
+    def mark_limit(self, force: bool = False) -> int | None:
+        """The watermark's bound on the data alone: ``mark + lookahead``, or None (no bound) when the VAD
+        sent no watermark or with ``force``. Unlike :meth:`data_limit` it ignores a pending SPEECH_END."""
+        return None if force or self.mark is None else self.mark + self.lookahead
+
     def data_limit(self, data_end: int, force: bool = False) -> int:
-        """How far (exclusive sample index) the data may be consumed now, given data up to ``data_end``."""
+        """How far (exclusive sample index) the data may be consumed now, given data up to ``data_end``:
+        not past :meth:`mark_limit`, nor past the end of a pending SPEECH_END (even with ``force``)."""
         limit = data_end
-        if self.mark is not None and not force:
-            limit = min(limit, self.mark + self.lookahead)
+        mark = self.mark_limit(force)
+        if mark is not None:
+            limit = min(limit, mark)
         ev = self.pending[0] if self.pending else None
         if ev is not None and ev.kind is SpeechEventKind.SPEECH_END:
             limit = min(limit, ev.end_sample)

@@ -10,9 +10,11 @@ one shared :class:`~kikimimi.models.asr.Recognizer` (the backend, picked by name
 :data:`BACKENDS`). Every Features message goes into the stream's frame ring; SPEECH_START opens an
 utterance at its start sample, SPEECH_END closes it. A VAD event is applied once the stream's frames
 have reached its sample (the VAD may run ahead of the feature node, e.g. over files at full speed), so
-an utterance is never closed or replaced before its audio is in. While an utterance is open, the stream is
-re-decoded whenever ``interval`` new audio arrived; the interval adapts to the measured decode time
-(``headroom`` times it, within ``min_interval_ms`` .. ``max_interval_ms``). Streams that are due at
+an utterance is never closed or replaced before its audio is in; frames more than ``vad_lookahead_ms``
+past the VAD's PROGRESS watermark wait for it (a :class:`~kikimimi.engine.vad_sync.VadGate` per stream).
+While an utterance is open, the stream is re-decoded whenever ``interval`` new audio arrived; the
+interval adapts to the measured decode time (``headroom`` times it, within ``min_interval_ms`` ..
+``max_interval_ms``). Streams that are due at
 about the same time go into ONE ``decode`` call: a due partial waits (``batch_wait``) until every
 open stream has one due, or at most until its own stream's next message or a 50 ms tick. A stream
 whose newest audio is more than ``max_lag_ms`` behind real time (by the wall clock at which its
@@ -53,6 +55,7 @@ from kikimimi.engine.messages import (
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.vad_sync import VadGate
 from kikimimi.models.asr.policy import AdaptiveInterval
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream, Revision
 
@@ -89,6 +92,7 @@ class _Stream:
     """One stream: its recognizer state, utterance numbering and real-time pacing."""
 
     rs: RecognizerStream
+    gate: VadGate                  # VAD events ahead of the stream's frames, and the VAD's PROGRESS watermark
     utterance_id: int = -1
     revision: int = 0
     last_sample: int = 0           # end of the newest frames that arrived
@@ -98,9 +102,7 @@ class _Stream:
     prev_end: int = 0              # end sample of the last utterance
     waiting: DecodeRequest | None = None   # a due partial held for batching
     wait_msgs: int = 0             # messages of this stream since it was held
-    pending: deque[VadEvent] = field(default_factory=deque)   # VAD events ahead of the stream's frames
     held: deque[Features | AudioChunk] = field(default_factory=deque)   # frames ahead of the VAD
-    vad_mark: int | None = None    # the VAD's latest PROGRESS watermark (None: it sends none)
     data_ended: bool = False       # END_OF_STREAM came on the data port: frames are complete
 
 
@@ -233,23 +235,20 @@ class AsrNode(Node):
                 st.data_ended = st.data_ended or eos
                 if eos and vad_live:
                     continue
-                self._release(st, force=True)
-                self._drain(st, force=True)
+                self._advance(st, force=True)
                 self._finish(st)
         elif port == "vad" and eos:
             for s in targets:
                 st = self._streams[s]
-                st.vad_mark = None
-                self._release(st)
+                st.gate.mark = None        # no watermark will come: frames no longer wait for one
+                self._advance(st, force=st.data_ended)
                 if st.data_ended:
-                    self._drain(st, force=True)
                     self._finish(st)
 
     def on_stop(self) -> None:
         """Feed held frames, apply held VAD events, then finish every open utterance with what arrived."""
         for st in self._streams.values():
-            self._release(st, force=True)
-            self._drain(st, force=True)
+            self._advance(st, force=True)
         self._pump(partial=False, release=True)
         for st in self._streams.values():
             self._finish(st)
@@ -258,7 +257,8 @@ class AsrNode(Node):
     def _stream(self, sid: str) -> _Stream:
         st = self._streams.get(sid)
         if st is None:
-            st = self._streams[sid] = _Stream(self.recognizer.new_stream(self.p.language), hop=self.recognizer.hop)
+            st = self._streams[sid] = _Stream(self.recognizer.new_stream(self.p.language),
+                                              VadGate(self._lookahead, MAX_PENDING_EVENTS), hop=self.recognizer.hop)
         return st
 
     def _on_features(self, msg: Features) -> None:
@@ -295,16 +295,23 @@ class AsrNode(Node):
             self.throttled(logging.WARNING, f"held:{msg.header.stream_id}",
                            "asr %s: stream %r has %d messages of frames waiting for the VAD (its watermark is at "
                            "sample %s); feeding the oldest now", self.name, msg.header.stream_id, len(st.held),
-                           st.vad_mark)
+                           st.gate.mark)
             self._feed(st, st.held.popleft())
-        self._release(st)
+        self._advance(st)
 
-    def _release(self, st: _Stream, force: bool = False) -> None:
-        """Feed held frames up to the VAD's watermark plus the look-ahead (all of them if it sends none)."""
-        limit = None if force or st.vad_mark is None else st.vad_mark + self._lookahead
+    def _advance(self, st: _Stream, force: bool = False) -> None:
+        """Feed the held messages that start at or before the VAD's watermark plus the look-ahead (all of
+        them with ``force`` or when it sends none), then apply the VAD events the fed frames reached (all
+        of them with ``force``, or once the frames ended and none is held).
+
+        Messages of frames are fed whole, up to the watermark even past a SPEECH_END that waits (its
+        frames are in before it is applied, and no partial is decoded before the due events are applied): hence
+        ``gate.mark_limit``, not ``gate.data_limit``."""
+        limit = st.gate.mark_limit(force)
         while st.held and (limit is None or st.held[0].header.sample_index <= limit):
             self._feed(st, st.held.popleft())
-        self._drain(st)
+        while (ev := st.gate.pop_due(st.fed_sample, force or (st.data_ended and not st.held))) is not None:
+            self._apply_vad(st, ev)
 
     def _feed(self, st: _Stream, msg: Features | AudioChunk) -> None:
         if isinstance(msg, Features):
@@ -325,28 +332,18 @@ class AsrNode(Node):
 
     def _on_vad(self, ev: VadEvent) -> None:
         """Hold ``ev`` until the stream's frames reach its sample, so an utterance is never closed or
-        replaced before its audio is in (the VAD may run ahead of the feature node)."""
+        replaced before its audio is in (the VAD may run ahead of the feature node); a PROGRESS
+        watermark releases the frames it covers."""
         st = self._stream(ev.header.stream_id)
-        if ev.kind is SpeechEventKind.PROGRESS:
-            st.vad_mark = ev.start_sample if st.vad_mark is None else max(st.vad_mark, ev.start_sample)
-            self._release(st)
-            return
-        st.pending.append(ev)
-        if len(st.pending) > MAX_PENDING_EVENTS:
+        forced = st.gate.on_event(ev)
+        if forced is not None:
             self.forced_events += 1
             self.throttled(logging.WARNING, f"pending:{ev.header.stream_id}",
                            "asr %s: stream %r has %d VAD events ahead of its frames (at sample %d); applying "
-                           "the oldest now", self.name, ev.header.stream_id, len(st.pending), st.fed_sample)
-            self._apply_vad(st, st.pending.popleft())
-        self._drain(st)
-
-    def _drain(self, st: _Stream, force: bool = False) -> None:
-        while st.pending:
-            ev = st.pending[0]
-            at = ev.start_sample if ev.kind is SpeechEventKind.SPEECH_START else ev.end_sample
-            if not (force or (st.data_ended and not st.held) or at <= st.fed_sample):
-                return
-            self._apply_vad(st, st.pending.popleft())
+                           "the oldest now", self.name, ev.header.stream_id, len(st.gate.pending) + 1,
+                           st.fed_sample)
+            self._apply_vad(st, forced)
+        self._advance(st)
 
     def _apply_vad(self, st: _Stream, ev: VadEvent) -> None:
         if ev.kind is SpeechEventKind.SPEECH_START:

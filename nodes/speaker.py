@@ -24,14 +24,14 @@ else the encoder's default), else a ``voice_N`` cluster of this session (``clust
 start.
 
 Like the asr node, VAD events wait until the audio reaches their sample, and windows are not taken
-further than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark, so files at full speed give the
-same turns as live input.
+further than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark (nor past a SPEECH_END that waits),
+so files at full speed give the same turns as live input: a
+:class:`~kikimimi.engine.vad_sync.VadGate` per stream.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing
+from kikimimi.engine.vad_sync import VadGate
 
 SAMPLE_RATE = 16000
 MAX_PENDING_EVENTS = 256
@@ -82,9 +83,8 @@ class _Utt:
 @dataclass(eq=False)
 class _Stream:
     sid: str
+    gate: VadGate                   # the VAD events that wait for their audio, and the VAD's watermark
     ring: AudioRing | None = None
-    pending: deque[VadEvent] = field(default_factory=deque)
-    vad_mark: int | None = None
     utt: _Utt | None = None
     n_utt: int = -1
     ended: bool = False
@@ -191,13 +191,10 @@ class SpeakerNode(Node):
             st = self._on_audio(msg)
         elif isinstance(msg, VadEvent):
             st = self._stream(msg.header.stream_id)
-            if msg.kind is SpeechEventKind.PROGRESS:
-                st.vad_mark = msg.start_sample if st.vad_mark is None else max(st.vad_mark, msg.start_sample)
-            else:
-                st.pending.append(msg)
-                if len(st.pending) > MAX_PENDING_EVENTS:
-                    self.forced_events += 1
-                    self._apply(st, st.pending.popleft())
+            forced = st.gate.on_event(msg)
+            if forced is not None:          # more than MAX_PENDING_EVENTS wait: the oldest goes now
+                self.forced_events += 1
+                self._apply(st, forced)
         else:
             return
         if st is not None:
@@ -227,7 +224,7 @@ class SpeakerNode(Node):
     def _stream(self, sid: str) -> _Stream:
         st = self._streams.get(sid)
         if st is None:
-            st = self._streams[sid] = _Stream(sid)
+            st = self._streams[sid] = _Stream(sid, VadGate(self._lookahead, MAX_PENDING_EVENTS))
         return st
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
@@ -256,20 +253,15 @@ class SpeakerNode(Node):
         return st
 
     def _advance(self, st: _Stream, force: bool = False) -> None:
-        """Embed the windows that are due and apply the events whose audio is in, in order."""
+        """Embed the windows that are due and apply the events whose audio is in, in order (all of them,
+        and windows up to the audio's end, with ``force`` or once the audio ended)."""
+        force = force or st.ended
         while True:
-            ev = st.pending[0] if st.pending else None
-            at = None if ev is None else ev.start_sample if ev.kind is SpeechEventKind.SPEECH_START \
-                else ev.end_sample
-            limit = st.audio_end
-            if st.vad_mark is not None and not (force or st.ended):
-                limit = min(limit, st.vad_mark + self._lookahead)
-            if ev is not None and ev.kind is SpeechEventKind.SPEECH_END:
-                limit = min(limit, ev.end_sample)
-            self._windows(st, limit)
-            if ev is None or not (force or st.ended or at <= st.audio_end):
+            self._windows(st, st.gate.data_limit(st.audio_end, force))
+            ev = st.gate.pop_due(st.audio_end, force)
+            if ev is None:
                 return
-            self._apply(st, st.pending.popleft())
+            self._apply(st, ev)
 
     def _apply(self, st: _Stream, ev: VadEvent) -> None:
         if ev.kind is SpeechEventKind.SPEECH_START:
