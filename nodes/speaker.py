@@ -54,6 +54,7 @@ from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing
 from kikimimi.engine.vad_sync import VadGate
+from kikimimi.nodes._audio import mono_float32, rate_ok
 
 SAMPLE_RATE = 16000
 MAX_PENDING_EVENTS = 256
@@ -228,18 +229,10 @@ class SpeakerNode(Node):
         return st
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        sid = msg.header.stream_id
-        if msg.sample_rate != self.encoder.sample_rate:
-            self.stats.count_rejected("sample_rate")
-            self.throttled(logging.WARNING, f"rate:{sid}", "speaker %s: dropping audio of stream %r at %d Hz; "
-                           "the sample rate must be %d Hz", self.name, sid, msg.sample_rate,
-                           self.encoder.sample_rate)
+        if not rate_ok(self, msg, self.encoder.sample_rate):
             return None
-        st = self._stream(sid)
-        s = msg.samples
-        x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
-        if s.dtype == np.int16:
-            x *= np.float32(1.0 / 32768.0)
+        st = self._stream(msg.header.stream_id)
+        x = mono_float32(msg.samples)
         idx = msg.header.sample_index
         if st.ring is None or idx < st.ring.write_index - st.ring.capacity // 2 \
                 or idx > st.ring.write_index + st.ring.capacity // 2:
