@@ -3,9 +3,13 @@
 Usage::
 
     python -m kikimimi.models.avsr.train DATA_DIR --out CKPT_DIR [--epochs N --lr LR --d-model D --layers L
-        --heads H --chunk-frames C --left-chunks K --seed S --threads T --max-steps N --log-every N]
+        --heads H --chunk-frames C --left-chunks K --seed S --threads T --max-steps N --log-every N
+        --segment vad|whole --vad-param NAME=VALUE ...]
 
-Data: :class:`~kikimimi.models.avsr.data.AvDataset` (features cached per clip). The fbank normalisation
+Data: :class:`~kikimimi.models.avsr.data.AvDataset` (features cached per clip): by default (``--segment
+vad``) each clip's span from our VAD's first SPEECH_START to its last SPEECH_END, with the features the
+``avsr`` node's stream computes for that utterance in the graph; ``--segment whole``: the whole clip, as a
+stream decodes it from ``begin(0)`` to ``endpoint(len)``. The fbank normalisation
 (per-bin mean and deviation) is taken from the training clips. Each step: a shuffled mini-batch, the
 whole-sequence forward with the same chunk mask the streaming decoder uses (so training and streaming
 compute the same function), CTC loss (blank 0, ``zero_infinity``), AdamW with a linear warm-up, gradient
@@ -18,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +37,7 @@ import torch.nn.functional as F
 
 from kikimimi.engine.errors import KikimimiError, ParamError
 from kikimimi.models.avsr.checkpoint import save_checkpoint
-from kikimimi.models.avsr.data import AvDataset, ClipFeatures
+from kikimimi.models.avsr.data import SEGMENTS, AvDataset, ClipFeatures
 from kikimimi.models.avsr.model import AvConfig, AvCtcModel, encode_text
 
 log = logging.getLogger("kikimimi.avsr.train")
@@ -80,8 +86,10 @@ def ctc_loss(model: AvCtcModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def train(data_dir: str | Path, out_dir: str | Path, config: AvConfig | None = None, epochs: int = 30,
           lr: float = 1e-3, batch_size: int = 8, seed: int = 0, threads: int = 1, max_steps: int | None = None,
           log_every: int = 10, weight_decay: float = 1e-2, clip_norm: float = 5.0, warmup_steps: int = 10,
-          cache_dir: str | Path | None = None) -> TrainResult:
-    """Train on ``data_dir`` and save to ``out_dir``; see the module docstring."""
+          cache_dir: str | Path | None = None, segment: str = "vad",
+          vad_params: dict[str, Any] | None = None) -> TrainResult:
+    """Train on ``data_dir`` and save to ``out_dir``; see the module docstring. ``segment`` and ``vad_params``:
+    see :class:`~kikimimi.models.avsr.data.AvDataset`."""
     config = config or AvConfig()
     for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("threads", threads, 1),
                                ("log_every", log_every, 1), ("warmup_steps", warmup_steps, 0)):
@@ -95,8 +103,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: AvConfig | None = N
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    data = AvDataset(data_dir, cache_dir, config.n_mels, config.vocab)
-    log.info("%d clips (%d skipped), %.1f s of features", len(data), len(data.skipped), time.perf_counter() - t0)
+    data = AvDataset(data_dir, cache_dir, config.n_mels, config.vocab, segment=segment, vad_params=vad_params)
+    log.info("%d clips (%d skipped, segment %s), %.1f s of features", len(data), len(data.skipped), segment,
+             time.perf_counter() - t0)
 
     model = AvCtcModel(config)
     frames = np.concatenate([c.fbank for c in data.items])
@@ -135,7 +144,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: AvConfig | None = N
     model.eval()
     info = {"steps": step, "epochs": epoch, "seconds": round(seconds, 3), "final_loss": losses[-1],
             "best_loss": best, "best_epoch": best_epoch, "lr": lr, "batch_size": batch_size, "seed": seed,
-            "threads": threads, "data_dir": str(data_dir), "clips": [c.path.name for c in data.items]}
+            "threads": threads, "data_dir": str(data_dir), "clips": [c.path.name for c in data.items],
+            "segment": segment, "vad_params": dict(vad_params or {}),
+            "spans": [[c.start_sample, c.end_sample] for c in data.items]}
     out = Path(out_dir)
     save_checkpoint(model, out, info)
     best_model = AvCtcModel(config)
@@ -144,6 +155,16 @@ def train(data_dir: str | Path, out_dir: str | Path, config: AvConfig | None = N
     log.info("saved %s after %d steps in %.1f s: loss %.4f, best epoch loss %.4f", out, step, seconds,
              losses[-1], best)
     return TrainResult(out, step, epoch, seconds, losses[-1], best, len(data), len(data.skipped), losses)
+
+
+def _vad_param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/kikimimi/avsr)")
+    p.add_argument("--segment", choices=SEGMENTS, default="vad",
+                   help="vad: train on the span our VAD finds in each clip, as the avsr node decodes it (default); "
+                        "whole: on the whole clip")
+    p.add_argument("--vad-param", action="append", default=[], metavar="NAME=VALUE", type=_vad_param,
+                   help="a vad node parameter of the graph the model will run in (repeatable; default: the vad "
+                        "node's defaults, as in launch/av.yaml), e.g. --vad-param min_silence_ms=300")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = replace(d, d_model=a.d_model, n_layers=a.layers, n_heads=a.heads, chunk_frames=a.chunk_frames,
                          left_chunks=a.left_chunks, video_channels=a.video_channels, dropout=a.dropout)
         r = train(a.data_dir, a.out, config, a.epochs, a.lr, a.batch_size, a.seed, a.threads, a.max_steps,
-                  a.log_every, cache_dir=a.cache_dir)
+                  a.log_every, cache_dir=a.cache_dir, segment=a.segment, vad_params=dict(a.vad_param))
     except KikimimiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
