@@ -121,6 +121,7 @@ class _Stream:
     closing: bool = False              # the open utterance's endpoint was given
     audio_done: bool = False
     faces_done: bool = False
+    vad_done: bool = False
     clock: ClockMap = field(default_factory=lambda: ClockMap(SAMPLE_RATE))   # camera frames -> audio clock
 
 
@@ -195,9 +196,11 @@ class AvsrNode(Node):
             self._advance(st)
 
     def on_control(self, port: str, ctrl: Control) -> None:
-        """FLUSH / END_OF_STREAM on ``audio`` give everything held and finish the open utterance (END_OF_STREAM
-        waits for a connected ``vad`` that has not ended); END_OF_STREAM on ``vad`` stops waiting for its
-        watermarks (and finishes if the audio ended); on ``faces`` it stops holding audio for the video."""
+        """FLUSH on ``audio`` gives everything held and finishes the open utterance. END_OF_STREAM on ``audio``,
+        ``vad`` or ``faces`` marks that input done for the stream (``vad``: no more watermarks; ``faces``: no
+        more holding audio for the video); once the audio is done and every other connected input too, all
+        that is held is given and the open utterance finished. So the end of a file never overtakes a
+        vision node still working through its last frames."""
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
         eos = ctrl.kind is ControlKind.END_OF_STREAM
@@ -205,20 +208,25 @@ class AvsrNode(Node):
             self._ended.add(port)
         for sid in control_targets(ctrl, self._streams):
             st = self._streams[sid]
+            if not eos:
+                if port == "audio":
+                    self._advance(st, force=True)
+                    self._finish(st)
+                continue
             if port == "audio":
-                st.audio_done = st.audio_done or eos
-                if eos and self._live("vad"):
-                    self._advance(st)
-                    continue
+                st.audio_done = True
+            elif port == "vad":
+                st.vad_done = True
+                st.gate.mark = None
+            elif port == "faces":
+                st.faces_done = True
+            else:
+                continue
+            if st.audio_done and (st.vad_done or not self._live("vad")) and (
+                    st.faces_done or not self._live("faces")):
                 self._advance(st, force=True)
                 self._finish(st)
-            elif port == "vad" and eos:
-                st.gate.mark = None
-                self._advance(st, force=st.audio_done)
-                if st.audio_done:
-                    self._finish(st)
-            elif port == "faces" and eos:
-                st.faces_done = True
+            else:
                 self._advance(st)
 
     def on_stop(self) -> None:

@@ -212,6 +212,35 @@ def test_the_end_of_the_audio_finishes_an_open_utterance(tiny_dir: Path) -> None
     assert len(out) == n_out
 
 
+def test_the_end_of_a_file_waits_for_a_vision_node_still_on_its_last_frames(tiny_dir: Path) -> None:
+    """At full speed the audio and the VAD may end while the vision node still works on the last frames:
+    the node waits for the faces' END_OF_STREAM instead of finishing with frames missing."""
+    audio, m1, _ = scene(seed=2)
+    frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
+    msgs = live(audio, frames)
+    tail_at = 180 * P                               # the frames from 180 on (the end of the last utterance
+    #                                                 and after) come after both ends
+    early = [m for m in msgs if not (isinstance(m[1], Faces) and m[1].header.sample_index >= tail_at)]
+    late = [m for m in msgs if isinstance(m[1], Faces) and m[1].header.sample_index >= tail_at]
+    eos = Control(Header("all", 0, -1, 0, "src"), ControlKind.END_OF_STREAM)
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False, "video_wait_ms": 5000})
+    node.connected_inputs = frozenset({"audio", "faces", "vad"})
+    out: Msgs = []
+    node.bind(lambda port, msg: out.append((port, msg)))
+    for port, msg in early:
+        node.on_message(port, msg)
+    node.on_control("audio", eos)
+    node.on_control("vad", eos)
+    n_finals = len(finals(transcripts(out)))
+    for port, msg in late:
+        node.on_message(port, msg)
+    node.on_control("faces", eos)
+    ts = transcripts(out)
+    assert n_finals < len(SPANS)                    # the last utterance waited for its frames
+    assert finals(ts) == want(audio, m1, 1)
+    assert node.stats.snapshot()["rejected_by_kind"] == {}
+
+
 def test_wrong_sample_rate_and_bad_frames_are_rejected_and_counted(tiny_dir: Path) -> None:
     audio, m1, _ = scene(seed=3)
     frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
