@@ -211,16 +211,14 @@ def grid_clips(data_dir: Path) -> list[tuple[Path, str]]:
     return clips
 
 
-def run_graph(video: Path, ckpt: Path, speed: float = 1.0) -> list[Transcript]:
+def run_graph(video: Path, ckpt: Path, speed: float = 0.0) -> list[Transcript]:
     """The avsr node's transcripts over ``video`` in the graph file_source(video) -> vad (as in launch/av.yaml)
-    -> avsr <- vision, with the file played in real time (``speed`` 1), as from a camera and microphone.
+    -> avsr <- vision, the file played as fast as possible (``speed`` 0).
 
-    Not at speed 0: there the source and the VAD finish a 3 s clip long before the vision node has tracked its
-    75 frames, and the avsr node, on END_OF_STREAM from both audio and vad, gives out the rest of the audio
-    and finishes the utterance without waiting for the frames still coming (it then drops them as late), so
-    the final would depend on thread timing. The video queue blocks and the node waits for the video however
-    far the audio is ahead (video_wait_ms), so a slow moment of this shared machine cannot drop frames either;
-    the test checks that none were."""
+    At speed 0 the source and the VAD finish a 3 s clip long before the vision node has tracked its 75
+    frames; the avsr node waits for the faces' END_OF_STREAM before it finishes the utterance. The video
+    queue blocks and the node waits for the video however far the audio is ahead (video_wait_ms), so a slow
+    moment of this shared machine cannot drop frames either; the test checks that none were."""
     from kikimimi.engine.graph import GraphBuilder
     from kikimimi.engine.runner import Runner
 
