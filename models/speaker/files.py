@@ -17,6 +17,7 @@ import numpy as np
 
 from kikimimi.engine.errors import KikimimiError
 from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Header, Message, SpeechEventKind, VadEvent
+from kikimimi.models.media import read_container_audio
 from kikimimi.models.speaker.encoder import SpeakerEncoder
 from kikimimi.models.speaker.windows import Embedded, embed_audio
 from kikimimi.nodes._audio import float_to_int16
@@ -30,23 +31,11 @@ STREAM = "file"
 
 
 def _read_av(path: Path, rate: int) -> np.ndarray:
-    """The audio track of a video container, mono float32 at ``rate`` (through PyAV)."""
-    try:
-        import av
-    except ImportError as exc:
-        raise KikimimiError(f"cannot read {path}: video containers need PyAV (pip install av)") from exc
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise KikimimiError(f"cannot read {path}: it has no audio track")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            parts: list[np.ndarray] = []
-            for frame in container.decode(audio=0):
-                parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except av.error.FFmpegError as exc:
-        raise KikimimiError(f"cannot read audio from {path}: {exc}") from exc
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    """The audio track of a video container, mono float32 at ``rate`` (channels averaged, as file_source does)."""
+    x = read_container_audio(path, rate)
+    if x.size == 0:
+        raise KikimimiError(f"cannot read {path}: it has no audio track")
+    return x
 
 
 def load_audio(path: str | Path, rate: int = RATE) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from kikimimi.engine.errors import KikimimiError
 from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.models.media import read_container_audio
 from kikimimi.models.vision.frontend import VisionFrontEnd
 
 
@@ -35,7 +36,8 @@ class AvClip:
 
 def read_audio_video(path: str | Path, sample_rate: int = 16000) -> tuple[np.ndarray, list[np.ndarray], np.ndarray,
                                                                          float]:
-    """Decode a video file: (mono float32 audio at ``sample_rate``, bgr24 frames, frame times in s, fps)."""
+    """Decode a video file: (mono float32 audio at ``sample_rate``, channels averaged as file_source does;
+    bgr24 frames; frame times in s; fps)."""
     try:
         import av
     except ImportError as e:
@@ -52,14 +54,7 @@ def read_audio_video(path: str | Path, sample_rate: int = 16000) -> tuple[np.nda
         for f in c.decode(video=0):
             frames.append(f.to_ndarray(format="bgr24"))
             times.append(float(f.time) if f.time is not None else len(times) / fps)
-    chunks: list[np.ndarray] = []
-    with av.open(str(path)) as c:
-        if c.streams.audio:
-            rs = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            for f in c.decode(audio=0):
-                chunks.extend(r.to_ndarray().reshape(-1) for r in rs.resample(f))
-            chunks.extend(r.to_ndarray().reshape(-1) for r in rs.resample(None))
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    audio = read_container_audio(path, sample_rate)
     t = np.asarray(times, np.float64)
     if len(t):
         t -= t[0]
