@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kikimimi.engine.errors import KikimimiError
 from kikimimi.engine.graph import GraphSpec, load_graph
 from kikimimi.engine.metrics import format_stats
@@ -81,10 +83,27 @@ def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, spe
     return spec
 
 
+def apply_settings(spec: GraphSpec, settings: list[str]) -> GraphSpec:
+    """The graph with each ``NODE.PARAM=VALUE`` applied (VALUE read as YAML: 3, 0.5, true, text), validated."""
+    if not settings:
+        return spec
+    d = spec.to_dict()
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not node or not param:
+            raise KikimimiError(f"--set {item!r} is not allowed; allowed: NODE.PARAM=VALUE, e.g. asr.model=tiny.en")
+        if node not in d["nodes"]:
+            raise KikimimiError(f"--set {item!r}: the graph has no node {node!r}; nodes: {', '.join(d['nodes'])}")
+        d["nodes"][node].setdefault("params", {})[param] = yaml.safe_load(raw) if raw else ""
+    return load_graph(d)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kikimimi.engine.runner import Runner, install_stop_signals
 
     spec = apply_overrides(resolve_graph(args.graph), args.input, args.output, args.speed, args.transport)
+    spec = apply_settings(spec, args.set or [])
     if spec.transport == "zmq":
         from kikimimi.engine.procs import ProcessRunner
 
@@ -160,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", help="with zmq: run only these nodes (comma-separated) on this machine")
     run.add_argument("--output", help="also write every message the console shows to this JSONL file")
     run.add_argument("--stats", action="store_true", help="print per-node counters at exit")
+    run.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
+                     help="set a node parameter (repeatable), e.g. --set asr.backend=sphinx --set asr.model=grid")
     run.set_defaults(func=cmd_run)
 
     nodes = sub.add_parser("nodes", help="list node kinds, their ports and parameters")

@@ -175,3 +175,22 @@ def test_cli_overrides_swap_input_and_add_output(tmp_path: Path, data_dir: Path)
     assert out.kind == "jsonl_sink" and out.inputs[0].sources == (("fusion", "transcripts"), ("vad", "events"))
     assert spec.transport == "zmq"
     assert all(i.queue.policy is Policy.BLOCK for n in spec.nodes for i in n.inputs)
+
+
+def test_cli_set_overrides_node_params_and_input_keeps_the_video(data_dir: Path) -> None:
+    from kikimimi.engine.errors import KikimimiError
+    from kikimimi.launch.cli import apply_settings
+
+    video = data_dir / "av" / "grid" / "lbax4n.mpg"
+    spec = apply_overrides(resolve_graph("av"), str(video), None, None, None)
+    assert spec.node("source").params["video"] is True and spec.node("source").params["path"] == str(video)
+    spec = apply_settings(spec, ["asr.backend=sphinx", "asr.model=grid", "vision.detect_every=3",
+                                 "fusion.require_face=false"])
+    assert spec.node("asr").params["backend"] == "sphinx" and spec.node("asr").params["model"] == "grid"
+    assert spec.node("vision").params["detect_every"] == 3 and spec.node("fusion").params["require_face"] is False
+    with pytest.raises(KikimimiError, match=r"NODE\.PARAM=VALUE"):
+        apply_settings(spec, ["asr.model"])
+    with pytest.raises(KikimimiError, match="no node 'nope'"):
+        apply_settings(spec, ["nope.x=1"])
+    with pytest.raises(GraphError, match="unknown parameter 'grammar'"):
+        apply_settings(spec, ["asr.grammar=grid"])
