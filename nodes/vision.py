@@ -56,6 +56,8 @@ class VisionNode(Node):
               min=0.02, max=0.9),
         Param("detector_max_side", int, 360, "the detector sees the frame shrunk to this longer side (pixels)",
               min=64, max=4096),
+        Param("scale_factor", float, 1.2, "the detector's step between search scales (OpenCV detectMultiScale)",
+              min=1.01, max=2.0),
         Param("mouth_scale", float, 1.3, "side of the mouth crop, in eye distances", min=0.2, max=5.0),
         Param("predictor", str, "", "dlib 68-point model file ('' = the one in face_recognition_models)"),
         Param("fps", float, 25.0, "frame rate reported until it can be measured from the frames' times", min=0.1),
@@ -75,7 +77,8 @@ class VisionNode(Node):
         from kikimimi.models.vision.frontend import VisionModels
 
         p = self.p
-        self._models = VisionModels.load(p.detector_max_side, p.min_face, p.predictor or None, p.mouth_scale)
+        self._models = VisionModels.load(p.detector_max_side, p.min_face, p.predictor or None, p.mouth_scale,
+                                         p.scale_factor)
         self._new_front_end().process(np.zeros((240, 320, 3), np.uint8))
         self._models.predictor.predict(np.zeros((240, 320), np.uint8), np.array([100, 60, 120, 120]))
 
