@@ -17,7 +17,9 @@ on GRID clips: a collector node records when each message arrives and reports
 * faces latency: capture time of a frame -> its Faces message out of the vision node;
 * active-speaker latency: capture time of the window's last sample -> its ActiveSpeaker message;
 * final latency: capture time of the utterance's last sample -> the fused final transcript (face
-  id attached), and the transcripts themselves.
+  id attached), and the transcripts themselves;
+
+once as the graph file is (Whisper tiny.en) and once with the GRID grammar on pocketsphinx.
 
 Run:  .venv/bin/python bench/vision.py [--quick]
 """
@@ -154,12 +156,14 @@ class AvCollector(Node):
 register(AvCollector)
 
 
-def graph_latency(paths: list[Path]) -> None:
+def graph_latency(paths: list[Path], settings: list[str]) -> None:
     faces_lat: list[float] = []
     act_lat: list[float] = []
     fin_lat: list[float] = []
     for path in paths:
-        spec = load_graph(ROOT / "launch" / "av.yaml")
+        from kikimimi.launch.cli import apply_settings
+
+        spec = apply_settings(load_graph(ROOT / "launch" / "av.yaml"), settings)
         spec = spec.with_node("source", "file_source", {"path": str(path), "video": True, "speed": 1.0,
                                                         "sample_rate": RATE, "chunk_ms": 20})
         spec = spec.with_extra_node("collect", "bench_av_collector", {}, {
@@ -201,8 +205,11 @@ def main() -> None:
     per_frame(frames_of(paths[:2] if args.quick else paths))
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    print("== part 2: AV graph (launch/av.yaml) in real time")
-    graph_latency(paths[:2] if args.quick else paths[:4])
+    chosen = paths[:2] if args.quick else paths[:4]
+    print("== part 2: AV graph (launch/av.yaml: Whisper tiny.en) in real time")
+    graph_latency(chosen, [])
+    print("== part 2b: the same with the GRID grammar (--set asr.backend=sphinx --set asr.model=grid)")
+    graph_latency(chosen, ["asr.backend=sphinx", "asr.model=grid"])
 
 
 if __name__ == "__main__":
