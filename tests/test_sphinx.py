@@ -123,7 +123,7 @@ def test_float_and_stereo_audio_are_accepted(rec: SphinxRecognizer, tmp_path: Pa
 
 
 def test_grammar_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(ParamError, match="neither a JSGF file nor a bundled grammar; bundled: robot"):
+    with pytest.raises(ParamError, match="neither a JSGF file nor a bundled grammar; bundled: grid, robot"):
         SphinxRecognizer(grammar=str(tmp_path / "missing.jsgf"))
     oov = tmp_path / "oov.jsgf"
     oov.write_text("#JSGF V1.0;\ngrammar g;\npublic <c> = turn blorptastic | stop;\n")
