@@ -84,7 +84,8 @@ class FusionNode(Node):
 
     kind = "fusion"
     help = ("Joins what is known about each utterance: transcripts (out-of-date revisions dropped) labelled "
-            "with the speaker turns that overlap them.")
+            "with the speaker turns that overlap them and the visible face that spoke (optionally dropping speech "
+            "no visible face produced).")
     inputs = (
         PortSpec("transcripts", (Transcript,), queue=QueueConfig.make("block", 256),
                  help="transcript revisions (partials and finals) from an asr node"),
@@ -94,7 +95,7 @@ class FusionNode(Node):
                  help="speaking probabilities of visible faces from an active_speaker node (optional)"),
     )
     outputs = (PortSpec("transcripts", (Transcript,), help="the same revisions, out-of-date ones removed, "
-                        "with speaker labels when there are speaker turns"),)
+                        "with speaker labels and face ids when those inputs are connected"),)
     params = (
         Param("keep_utterances", int, 64, "per stream, remember the revision state of this many newest "
               "utterances", min=1, max=100_000),
