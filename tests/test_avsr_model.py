@@ -447,3 +447,21 @@ def test_training_loop_and_feature_cache(tmp_path: Path, monkeypatch: pytest.Mon
     assert calls == ["one.mp4", "two.mp4"] and [c.text for c in again.items] == ["bin blue", "lay red"]
     r2 = train(folder, tmp_path / "ck2", config, epochs=3, lr=1e-3, batch_size=2, seed=1, cache_dir=tmp_path / "cache")
     assert r2.losses == r.losses                                 # seeded: the same run again
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stream_on_cuda_equals_whole_and_the_cpu() -> None:
+    """On a GPU the streamed decode still equals the one-shot decode, and both stay close to the CPU's."""
+    audio, vs, mouths, has = synthetic_av(3, RATE * 3)
+    start, end = 500, 500 + 2 * RATE + 333
+    cpu = ChunkedAvRecognizer(tiny_model(), threads=1)
+    gpu = ChunkedAvRecognizer(tiny_model(), device="cuda", threads=1)
+    stream = gpu.new_stream()
+    revs, _ = stream_decode(stream, audio, vs, mouths, has, start, end, np.random.default_rng(3))
+    assert revs and revs[-1].final
+    got = stream.log_probs()
+    whole = gpu.decode_utterance(audio[start:end], mouths, has, vs, start)
+    np.testing.assert_allclose(got, whole, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(whole, cpu.decode_utterance(audio[start:end], mouths, has, vs, start), atol=1e-2,
+                               rtol=0)
