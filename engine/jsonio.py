@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 import typing
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kikimimi.engine.errors import MessageError
+from kikimimi.engine.errors import MessageError, ParamError
 from kikimimi.engine.messages import Header, Message, lookup_type, registered_types
 
 
@@ -115,3 +117,15 @@ def message_from_json(obj: dict[str, Any]) -> Message:
         return cls(header, **kwargs)
     except TypeError as e:
         raise MessageError(f"{name}: cannot rebuild from {sorted(obj)}: {e}") from None
+
+
+def read_json_object(path: Path, error: type[Exception] = ParamError) -> dict[str, Any]:
+    """The JSON object in the file ``path``; ``error`` (ParamError by default) naming the file when it cannot be
+    read, is not JSON, or holds something other than an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data

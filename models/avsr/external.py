@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import json
 import logging
 import sys
 import time
@@ -44,6 +43,7 @@ import numpy as np
 
 from kikimimi.engine.errors import KikimimiError, MissingDependency, ParamError
 from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.engine.jsonio import read_json_object
 from kikimimi.engine.messages import Word
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.asr.policy import AdaptiveInterval, LocalAgreement, StreamPolicy
@@ -85,13 +85,7 @@ class ExternalAvOptions:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExternalAvError(f"{path} is not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ExternalAvError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, ExternalAvError)
 
 
 def _check_dir(path: Path) -> dict[str, Any]:

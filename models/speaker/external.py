@@ -21,7 +21,6 @@ exact weights.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.errors import MissingDependency, ParamError
+from kikimimi.engine.jsonio import read_json_object
 from kikimimi.models.speaker.encoder import AUDIO, INPUT_KINDS, SAMPLE_RATE, SpeakerEncoder, l2_normalise
 
 HF_INSTALL = "pip install 'kikimimi[speaker-hf]'"
@@ -70,14 +70,7 @@ def _torch(device: str, threads: int) -> tuple[Any, str]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; ParamError if it is not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ParamError(f"{path} is not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ParamError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, ParamError)
 
 
 def _positive(meta: dict[str, Any], key: str, where: Path, kind: type = float) -> Any:
