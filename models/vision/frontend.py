@@ -62,7 +62,7 @@ class VisionModels:
 
     @classmethod
     def load(cls, detector_max_side: int = 360, min_face: float = 0.15, predictor: str | Path | None = None,
-             mouth_scale: float = 1.3, scale_factor: float = 1.2) -> VisionModels:
+             mouth_scale: float = 1.3, scale_factor: float = 1.1) -> VisionModels:
         """Load the Haar cascade and dlib's landmark model (about 0.4 s); :class:`VisionUnavailable` if missing."""
         return cls(HaarFaceDetector(scale_factor=scale_factor, max_side=detector_max_side, min_face=min_face),
                    LandmarkPredictor(predictor), MouthCropper(scale=mouth_scale))
