@@ -25,10 +25,14 @@ stream keeps its ``keep_turns`` newest turns.
 Faces (optional ``active`` input, ActiveSpeaker from an active_speaker node): each transcript gets the
 face whose speaking probability, averaged over the ActiveSpeaker windows ending inside its span, is
 highest, with that mean as ``face_score``; ``face_id`` stays -1 when no face reaches ``face_threshold``.
-A final waits (with the speakers, at most ``speaker_wait_ms``) until the active-speaker windows reach its
-end. With ``require_face`` the graph asks for speech that no visible face produced to be suppressed:
-a final without a speaking face is dropped (counted as ``suppressed_no_face`` and in the stats as
-``no_face``), and so is a partial whose evidence so far says nobody in view speaks.
+Only windows ending inside the span count, and a final waits (with the speakers, at most
+``speaker_wait_ms``) until a window ending after its end arrived, so the label does not depend on
+arrival order.
+With ``require_face`` the graph asks for speech that no visible face produced to be suppressed: a final
+without a speaking face is dropped (counted as ``suppressed_no_face`` and in the stats as ``no_face``),
+and so is a partial whose evidence so far says nobody in view speaks. A final whose windows did not
+arrive in time is not suppressed on missing evidence: it goes out without a face (``face_timeouts``,
+logged).
 
 Later issues attach affect labels (emotion / prosody estimates over the utterance's span) the same way.
 """
@@ -36,6 +40,7 @@ Later issues attach affect labels (emotion / prosody estimates over the utteranc
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +124,7 @@ class FusionNode(Node):
         self.dropped_out_of_date = 0
         self.speaker_timeouts = 0
         self.suppressed_no_face = 0
+        self.face_timeouts = 0          # finals forwarded unlabelled because the faces' windows were late
         self.tick_interval_ns = TICK_NS
 
     @property
@@ -195,8 +201,13 @@ class FusionNode(Node):
     def _complete(self, st: _Stream, msg: Transcript) -> bool:
         slack = self.p.speaker_slack_ms * msg.sample_rate // 1000
         speakers = not self._wants_speakers or st.speakers_ended or st.final_end >= msg.end_sample - slack
-        faces = not self._wants_faces or st.active_ended or st.active_end >= msg.end_sample - slack
-        return speakers and faces
+        return speakers and self._faces_complete(st, msg)
+
+    def _faces_complete(self, st: _Stream, msg: Transcript) -> bool:
+        """Every active-speaker window ending inside the transcript's span has arrived (or none will): one
+        ending after the span came (the faces of one frame arrive one after another, so a window ending exactly
+        at the span's end does not yet say that the frame's other faces are in)."""
+        return not self._wants_faces or st.active_ended or st.active_end > msg.end_sample
 
     def _release(self, st: _Stream, now_ns: int | None = None, force: bool = False) -> None:
         while st.waiting:
@@ -224,11 +235,18 @@ class FusionNode(Node):
         if st.turns:
             msg = label(msg, st.turns)
         if st.active:
-            msg = label_face(msg, st.active, self.p.face_threshold, self.p.speaker_slack_ms)
-        if self.p.require_face and msg.face_id == NO_FACE and (msg.final or _has_evidence(msg, st.active)):
-            self.suppressed_no_face += 1
-            self.stats.count_drop(DROP_NO_FACE)
-            return
+            msg = label_face(msg, st.active, self.p.face_threshold)
+        if self.p.require_face and msg.face_id == NO_FACE:
+            if msg.final and not self._faces_complete(st, msg):
+                # The faces' evidence is late (a slow vision path, a stalled camera): pass the speech on
+                # unlabelled rather than call it speech nobody in view produced.
+                self.face_timeouts += 1
+                self.throttled(logging.WARNING, "face_timeout", "fusion %s: the active-speaker windows did not reach "
+                               "the end of a final in time; forwarding it without a face", self.name)
+            elif msg.final or _has_evidence(msg, st.active):
+                self.suppressed_no_face += 1
+                self.stats.count_drop(DROP_NO_FACE)
+                return
         self.forwarded += 1
         self.finals += int(msg.final)
         self.emit("transcripts", msg)
@@ -278,9 +296,9 @@ def label(msg: Transcript, turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> Tra
     return dataclasses.replace(msg, speaker=best.speaker, speaker_score=best.score, words=words)
 
 
-def _window_ends_in(msg: Transcript, active: deque[ActiveSpeaker], slack_ms: int = 0) -> list[ActiveSpeaker]:
-    slack = slack_ms * msg.sample_rate // 1000
-    a, b = msg.start_sample, max(msg.end_sample, msg.start_sample + 1) + slack
+def _window_ends_in(msg: Transcript, active: deque[ActiveSpeaker]) -> list[ActiveSpeaker]:
+    """The windows (and no-face frames) ending inside ``(start, end]`` of the transcript."""
+    a, b = msg.start_sample, max(msg.end_sample, msg.start_sample + 1)
     return [m for m in active if a < m.end_sample <= b]
 
 
@@ -289,10 +307,10 @@ def _has_evidence(msg: Transcript, active: deque[ActiveSpeaker]) -> bool:
     return bool(_window_ends_in(msg, active))
 
 
-def label_face(msg: Transcript, active: deque[ActiveSpeaker], threshold: float, slack_ms: int) -> Transcript:
+def label_face(msg: Transcript, active: deque[ActiveSpeaker], threshold: float) -> Transcript:
     """``msg`` with the face of highest mean speaking probability over its span, if it reaches ``threshold``
     (else face_id -1); ``face_score`` is that mean either way. Unchanged if no window ends in the span."""
-    inside = [m for m in _window_ends_in(msg, active, slack_ms) if m.face_id != NO_FACE]
+    inside = [m for m in _window_ends_in(msg, active) if m.face_id != NO_FACE]
     if not inside:
         return msg
     sums: dict[int, list[float]] = {}

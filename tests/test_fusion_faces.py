@@ -53,6 +53,10 @@ def test_a_final_waits_for_the_active_speaker_windows_to_reach_its_end() -> None
     node.on_message("transcripts", final(1.0, 3.0))
     assert out == []                                          # the faces have not reached 3.0 s (minus slack)
     node.on_message("active", act(1, 0.9, 2.9))
+    assert out == []                                          # windows must reach the end itself
+    node.on_message("active", act(1, 0.9, 3.0))
+    assert out == []                                          # the frame's other faces may still come
+    node.on_message("active", act(1, 0.9, 3.04))
     assert len(out) == 1 and out[0].face_id == 1              # type: ignore[attr-defined]
     node.on_message("transcripts", final(4.0, 5.0, utt=1))
     clock.advance(600_000_000)
@@ -64,6 +68,7 @@ def test_nobody_speaking_leaves_face_id_unset_without_require_face() -> None:
     node, out, _ = fusion()
     node.on_message("active", act(2, 0.1, 2.0))
     node.on_message("active", act(2, 0.2, 3.0))
+    node.on_message("active", act(2, 0.9, 3.04))             # after the span: says the span is complete
     node.on_message("transcripts", final(1.0, 3.0))
     got = out[0]
     assert isinstance(got, Transcript) and got.face_id == NO_FACE and abs(got.face_score - 0.15) < 1e-9
@@ -77,6 +82,7 @@ def test_require_face_suppresses_speech_no_visible_face_produced() -> None:
     node.on_message("transcripts", final(1.0, 3.0))           # the TV spoke: dropped
     node.on_message("active", act(2, 0.9, 4.5))
     node.on_message("active", act(2, 0.9, 5.0))
+    node.on_message("active", act(2, 0.9, 5.04))
     node.on_message("transcripts", final(4.0, 5.0, utt=1, text="me"))
     assert [(m.utterance_id, m.face_id) for m in out if isinstance(m, Transcript)] == [(1, 2)]
     assert node.suppressed_no_face == 2 and node.stats.dropped["no_face"] == 2
@@ -91,9 +97,43 @@ def test_require_face_drops_a_final_when_no_face_was_ever_seen() -> None:
 
 def test_no_face_frames_move_the_watermark_and_suppress_without_waiting() -> None:
     node, out, _ = fusion(require_face=True)
-    for k in range(1, 31):
+    for k in range(1, 32):
         t = k * 0.1
         node.on_message("active", ActiveSpeaker(Header("a", k, int(t * SR), 0, "asd"), NO_FACE, 0.0, False,
                                                 int(t * SR), int(t * SR), SR))
     node.on_message("transcripts", final(1.0, 3.0))
     assert out == [] and node.suppressed_no_face == 1 and node.speaker_timeouts == 0
+
+
+def test_with_require_face_a_final_whose_faces_are_late_goes_out_unlabelled() -> None:
+    node, out, clock = fusion(require_face=True, speaker_wait_ms=500)
+    node.on_message("active", act(1, 0.9, 1.2))
+    node.on_message("transcripts", final(1.0, 3.0))
+    clock.advance(600_000_000)
+    node.on_tick(clock.now_ns())
+    assert len(out) == 1 and node.suppressed_no_face == 0 and node.face_timeouts == 0
+    assert out[0].face_id == 1                                # type: ignore[attr-defined]  # the evidence so far
+    node.on_message("transcripts", final(4.0, 5.0, utt=1))
+    clock.advance(600_000_000)
+    node.on_tick(clock.now_ns())
+    assert len(out) == 2 and out[1].face_id == -1 and node.face_timeouts == 1   # type: ignore[attr-defined]
+    assert node.suppressed_no_face == 0
+
+
+def test_the_face_label_does_not_depend_on_when_the_transcript_arrives() -> None:
+    """ActiveSpeaker windows come in time order; wherever the final falls among them, the same windows count."""
+    msgs = [act(1, 0.9, 1.5), act(2, 0.2, 1.5), act(1, 0.2, 3.0), act(2, 0.95, 3.0), act(2, 1.0, 3.2),
+            act(1, 0.0, 3.25)]
+    labels = set()
+    for at in range(len(msgs) + 1):
+        node, out, _ = fusion()
+        for m in msgs[:at]:
+            node.on_message("active", m)
+        node.on_message("transcripts", final(1.0, 3.0))
+        for m in msgs[at:]:
+            node.on_message("active", m)
+        node.on_control("active", Control(Header("a", 0, -1, 0, "asd"), ControlKind.END_OF_STREAM))
+        got = [m for m in out if isinstance(m, Transcript)]
+        assert len(got) == 1
+        labels.add((got[0].face_id, round(got[0].face_score, 6)))
+    assert labels == {(2, 0.575)}                              # windows ending after 3.0 s never count
