@@ -38,13 +38,14 @@ class CameraSource(Source):
     help = "Live camera frames through OpenCV VideoCapture (newest frame only; stale frames dropped and counted)."
     outputs = (PortSpec("video", (VideoFrame,), help="bgr24 frames; sample_index NO_SAMPLE, t_ns = capture time"),)
     params = (
-        Param("device", str, "0", "camera index (0, 1, ...) or a video file / stream URL"),
+        Param("device", str, "0", "camera index (0, 1, ...) or a stream URL (a video file works but is read as "
+              "fast as it decodes, keeping only the newest frame: play files with file_source)"),
         Param("stream_id", str, "cam", "stream id written into every header (use the microphone's for AV graphs)"),
         Param("width", int, 0, "requested frame width (0 = the camera's default)", min=0, max=8192),
         Param("height", int, 0, "requested frame height (0 = the camera's default)", min=0, max=8192),
         Param("fps", float, 0.0, "requested frame rate (0 = the camera's default)", min=0.0, max=240.0),
         Param("max_frames", int, 0, "stop after this many frames (0 = run until stopped)", min=0),
-        Param("wait_ms", int, 2000, "give up when no frame arrives for this long", min=10),
+        Param("wait_ms", int, 5000, "give up when no frame arrives for this long (ms, on the node's clock)", min=10),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -56,7 +57,7 @@ class CameraSource(Source):
         self._ended = False
         self._thread: threading.Thread | None = None
         self._index = 0
-        self._waited_ms = 0
+        self._waiting_since: int | None = None     # clock time when produce began to wait for a frame
 
     def on_start(self) -> None:
         """Open the camera and start the reader thread."""
@@ -80,21 +81,34 @@ class CameraSource(Source):
         self._thread.start()
 
     def _read_loop(self) -> None:
+        """Reader thread: grab frames until the camera ends, fails or the node stops; it owns the release."""
+        import cv2
+
         cap = self._cap
-        while True:
-            ok, frame = cap.read()
-            t_ns = self.clock.now_ns()
-            with self._lock:
-                if self._ended:
-                    return
-                if not ok or frame is None:
-                    self._ended = True
+        try:
+            while True:
+                try:
+                    ok, frame = cap.read()
+                except cv2.error as e:  # a camera unplugged, a broken stream: end the source
+                    self.throttled(logging.ERROR, "read", "camera_source %s: reading %r failed: %s; stopping",
+                                   self.name, self.p.device, e)
+                    ok, frame = False, None
+                t_ns = self.clock.now_ns()
+                with self._lock:
+                    if self._ended:
+                        return
+                    if not ok or frame is None:
+                        self._ended = True
+                        return
+                    if self._latest is not None:
+                        self.stats.count_drop("stale")
+                    self._latest = (t_ns, np.ascontiguousarray(frame))
                     self._lock.notify_all()
-                    return
-                if self._latest is not None:
-                    self.stats.count_drop("stale")
-                self._latest = (t_ns, np.ascontiguousarray(frame))
+        finally:
+            with self._lock:
+                self._ended = True
                 self._lock.notify_all()
+            cap.release()
 
     def produce(self, stop: threading.Event) -> bool:
         """Emit the newest frame once; False when the camera ended, ``max_frames`` were sent or ``stop``."""
@@ -108,13 +122,16 @@ class CameraSource(Source):
         if got is None:
             if ended:
                 return False
-            self._waited_ms += 50
-            if self._waited_ms >= self.p.wait_ms:
-                self.throttled(logging.WARNING, "nothing", "camera_source %s: no frame from %r for %d ms; stopping",
-                               self.name, self.p.device, self._waited_ms)
+            now = self.clock.now_ns()
+            if self._waiting_since is None:
+                self._waiting_since = now
+            waited_ms = (now - self._waiting_since) // 1_000_000
+            if waited_ms >= self.p.wait_ms:
+                self.throttled(logging.WARNING, "nothing", "camera_source %s: no frame from %r for %d ms (wait_ms); "
+                               "stopping", self.name, self.p.device, waited_ms)
                 return False
             return True
-        self._waited_ms = 0
+        self._waiting_since = None
         t_ns, frame = got
         if frame.ndim == 2:
             frame = np.repeat(frame[:, :, None], 3, axis=2)
@@ -124,10 +141,13 @@ class CameraSource(Source):
         return True
 
     def on_stop(self) -> None:
+        """Tell the reader to stop and wait for it; it releases the camera after its current read (never
+        while another thread is inside ``read``)."""
         with self._lock:
             self._ended = True
             self._lock.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)     # the reader returns after its current read
-        if self._cap is not None:
-            self._cap.release()
+            self._thread.join(timeout=5.0)
+            if self._thread.is_alive():
+                self.log.warning("camera_source %s: the reader is still blocked in a read of %r; it will release "
+                                 "the camera when that read returns", self.name, self.p.device)

@@ -81,3 +81,49 @@ def test_camera_source_emits_the_newest_frame_and_counts_stale_ones(data_dir: Pa
     assert isinstance(frame, VideoFrame) and frame.header.sample_index == NO_SAMPLE and frame.frame_index == 0
     assert frame.image.shape == (288, 360, 3)
     assert src.stats.dropped["stale"] == 74
+
+
+class _FakeCapture:
+    """Stands in for cv2.VideoCapture: ``frames`` good reads, then a cv2.error."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        import cv2
+
+        if self.left <= 0:
+            raise cv2.error("camera unplugged")
+        self.left -= 1
+        return True, np.zeros((4, 6, 3), np.uint8)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_camera_read_error_ends_the_source_and_the_reader_releases_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import cv2
+
+    fake = _FakeCapture(3)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda dev: fake)
+    src = CameraSource("cam", {"device": "0"})
+    out: list[tuple[str, Message]] = []
+    src.bind(lambda port, m: out.append((port, m)))
+    src.on_start()
+    assert src._thread is not None
+    src._thread.join(timeout=10)
+    assert not src._thread.is_alive() and fake.released
+    stop = threading.Event()
+    while src.produce(stop):
+        pass
+    src.on_stop()
+    assert len(out) == 1 and src.stats.dropped["stale"] == 2       # the newest of the 3 frames, then the end
