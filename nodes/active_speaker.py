@@ -19,8 +19,9 @@ time), plus ``av_offset_ms``. Frames may arrive before the audio covering them: 
 the audio up to its instant plus the envelope's lag is in. Meanwhile frames wait in order in a
 deque of at most ``max_held`` frames per stream; beyond that the oldest is dropped (counted in
 ``frames_dropped`` and the stats as overflow). END_OF_STREAM / FLUSH on ``audio`` (the audio is
-complete) and ``on_stop`` score the held frames at once (frames without their audio get 0.5);
-END_OF_STREAM on ``faces`` does too once they are scored, then forgets the stream.
+complete) and ``on_stop`` score the held frames at once (frames whose audio did not come get 0.5; frames
+that could never be placed on the audio clock, a camera's frames without any audio, are dropped and
+counted as stale); END_OF_STREAM on ``faces`` does too once they are scored, then forgets the stream.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Faces
 from kikimimi.engine.messages import NO_SAMPLE, AudioChunk, Control, ControlKind, Message
-from kikimimi.engine.metrics import DROP_OVERFLOW
+from kikimimi.engine.metrics import DROP_OVERFLOW, DROP_STALE
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
@@ -178,6 +179,10 @@ class ActiveSpeakerNode(Node):
             msg = st.held.popleft()
             if at is None:                        # no audio clock ever came: nothing to match against
                 self.frames_dropped += 1
+                self.stats.count_drop(DROP_STALE)
+                self.throttled(logging.WARNING, f"clock:{msg.header.stream_id}", "active_speaker %s: frame %d of "
+                               "stream %r has no sample index and no audio came to place it on the audio clock; "
+                               "dropping it", self.name, msg.frame_index, msg.header.stream_id)
                 continue
             self._score(st, msg, at)
 

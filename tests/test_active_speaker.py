@@ -340,3 +340,10 @@ def test_node_says_when_no_face_is_in_view() -> None:
     assert [m.end_sample for m in none] == [i * HOP for i in range(20, 30)]
     assert all(m.probability == 0.0 and not m.speaking and m.start_sample == m.end_sample for m in none)
     assert len(got) - len(none) == 2 * 40
+
+
+def test_camera_frames_without_any_audio_are_dropped_and_counted() -> None:
+    _, lips = scene(20)
+    node = ActiveSpeakerNode("as")
+    out = outputs(run_node(node, [("faces", m) for m in faces_msgs(lips, 20, sample_index=False)]))
+    assert out == [] and node.frames_dropped == 20 and node.stats.dropped["stale"] == 20

@@ -101,7 +101,7 @@ def test_node_prefers_each_face_with_its_own_audio(clips: dict) -> None:
     clip's audio: the mean probability and the share of frames marked speaking are higher with its own."""
     from harness import run_node
 
-    from kikimimi.engine.face_messages import ActiveSpeaker, Face, Faces
+    from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
     from kikimimi.engine.messages import AudioChunk, Header
     from kikimimi.nodes.active_speaker import ActiveSpeakerNode
 
@@ -118,7 +118,9 @@ def test_node_prefers_each_face_with_its_own_audio(clips: dict) -> None:
             x = clips[va].audio
             audio = [("audio", AudioChunk(Header("s", j, a, 0, "src"), x[a:a + 320].reshape(-1, 1), c.sample_rate))
                      for j, a in enumerate(range(0, len(x), 320))]
-            out = [m for _, m in run_node(ActiveSpeakerNode("as"), faces + audio) if isinstance(m, ActiveSpeaker)]
+            got = [m for _, m in run_node(ActiveSpeakerNode("as"), faces + audio) if isinstance(m, ActiveSpeaker)]
+            assert len(got) == len(faces)                      # one message per frame: the face, or "no face"
+            out = [m for m in got if m.face_id != NO_FACE]
             assert len(out) == int(c.has_face.sum())
             stats.append((np.mean([m.probability for m in out]), np.mean([m.speaking for m in out])))
         (p_own, on_own), (p_other, on_other) = stats
