@@ -37,7 +37,8 @@ class Face:
     face_id: stable across frames while the tracker keeps the face (a new id when a face is found again
     after it was lost). box / mouth_box: int32 (x, y, width, height) in pixels of the frame.
     landmarks: float32 (68, 2) dlib/iBUG 68-point (x, y) positions. mouth: uint8 (96, 96) grayscale
-    mouth region, rotated so the mouth corners are level and scaled to a fixed mouth width.
+    mouth region centred on the mouth, rotated so the eyes are level and scaled so its side is a fixed
+    multiple of the eye distance (see :mod:`kikimimi.models.vision.mouth`).
     aperture: inner-lip opening divided by mouth width (0 = closed, about 0.3-0.5 wide open).
     detected: true when the face detector found the face in this frame, false when it was tracked.
     """
@@ -73,7 +74,7 @@ class Faces(Message):
     """Every face tracked in video frame ``frame_index`` (possibly none) of ``width`` x ``height`` pixels.
 
     One message per processed frame, so a frame without faces is visible downstream as ``faces == ()``.
-    ``fps``: the video's frame rate as the source reported it (frames per second).
+    ``fps``: the frame rate the vision node measured from the frames' capture times (frames per second).
     """
 
     frame_index: int

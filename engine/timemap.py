@@ -1,8 +1,10 @@
 """Place host-clock instants on a stream's audio sample clock.
 
 A camera frame carries its capture time (``header.t_ns``) but no audio sample index. The audio chunks
-of the same stream carry both: the index of their first sample and their capture time. :class:`ClockMap`
-keeps the newest such pair and the nominal sample rate, and maps a time to a sample index by linear
+of the same stream carry both: the index of their first sample and the capture time of their end (the
+time the chunk's last sample arrived, as ``mic_source`` and ``file_source`` stamp it), so one past the
+chunk's last sample pairs with ``t_ns``. :class:`ClockMap` keeps the newest such pair and the nominal
+sample rate, and maps a time to a sample index by linear
 extrapolation from it. Between chunks the map moves in steps of at most the chunk's jitter; it
 assumes the microphone and the camera are read on the same host clock (the monotonic clock of one
 machine).

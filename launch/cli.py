@@ -84,7 +84,8 @@ def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, spe
 
 
 def apply_settings(spec: GraphSpec, settings: list[str]) -> GraphSpec:
-    """The graph with each ``NODE.PARAM=VALUE`` applied (VALUE read as YAML: 3, 0.5, true, text), validated."""
+    """The graph with each ``NODE.PARAM=VALUE`` applied, validated. VALUE is kept as text for a text parameter
+    (``camera.device=0``, ``asr.model=1.0``) and read as YAML otherwise (3, 0.5, true, null)."""
     if not settings:
         return spec
     d = spec.to_dict()
@@ -95,7 +96,9 @@ def apply_settings(spec: GraphSpec, settings: list[str]) -> GraphSpec:
             raise KikimimiError(f"--set {item!r} is not allowed; allowed: NODE.PARAM=VALUE, e.g. asr.model=tiny.en")
         if node not in d["nodes"]:
             raise KikimimiError(f"--set {item!r}: the graph has no node {node!r}; nodes: {', '.join(d['nodes'])}")
-        d["nodes"][node].setdefault("params", {})[param] = yaml.safe_load(raw) if raw else ""
+        spec_param = next((p for p in load_kind(d["nodes"][node]["kind"]).params if p.name == param), None)
+        value: Any = raw if spec_param is not None and spec_param.type is str else (yaml.safe_load(raw) if raw else "")
+        d["nodes"][node].setdefault("params", {})[param] = value
     return load_graph(d)
 
 

@@ -49,6 +49,8 @@ def run(msgs: list[Message], out: io.StringIO, monkeypatch: pytest.MonkeyPatch, 
 
 def test_final_line_format() -> None:
     assert format_final(PARTIALS[-1]) == "[file] 1.23-4.56 s: turn left"
+    assert format_partial(PARTIALS[1]) == "[file] 1.23-4.56 s ~ turn [left]"
+    assert format_partial(PARTIALS[0]) == "[file] 1.23-4.56 s ~ [turn]"
 
 
 def test_final_line_shows_the_face_that_spoke() -> None:
@@ -57,8 +59,8 @@ def test_final_line_shows_the_face_that_spoke() -> None:
     fused = dataclasses.replace(PARTIALS[-1], face_id=2, face_score=0.814, speaker="alice")
     assert format_final(fused) == "[file] 1.23-4.56 s face 2 (0.81) alice: turn left"
     assert format_final(dataclasses.replace(PARTIALS[-1], face_id=0)) == "[file] 1.23-4.56 s face 0: turn left"
-    assert format_partial(PARTIALS[1]) == "[file] 1.23-4.56 s ~ turn [left]"
-    assert format_partial(PARTIALS[0]) == "[file] 1.23-4.56 s ~ [turn]"
+    assert format_partial(dataclasses.replace(PARTIALS[1], face_id=1, face_score=0.5)) == \
+        "[file] 1.23-4.56 s face 1 (0.50) ~ turn [left]"
 
 
 def test_not_a_tty_prints_only_finals(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,6 +188,8 @@ def test_cli_set_overrides_node_params_and_input_keeps_the_video(data_dir: Path)
                                  "fusion.require_face=false"])
     assert spec.node("asr").params["backend"] == "sphinx" and spec.node("asr").params["model"] == "grid"
     assert spec.node("vision").params["detect_every"] == 3 and spec.node("fusion").params["require_face"] is False
+    live = apply_settings(resolve_graph("av_live"), ["camera.device=0", "asr.model=1.0"])
+    assert live.node("camera").params["device"] == "0" and live.node("asr").params["model"] == "1.0"
     with pytest.raises(KikimimiError, match=r"NODE\.PARAM=VALUE"):
         apply_settings(spec, ["asr.model"])
     with pytest.raises(KikimimiError, match="no node 'nope'"):

@@ -21,3 +21,16 @@ def test_container_audio_equals_the_file_sources_stream(data_dir: Path) -> None:
     assert whole.dtype == np.float32 and whole.shape == streamed.shape
     np.testing.assert_array_equal(whole, streamed)
     assert 0.5 < float(np.abs(whole).max()) <= 1.0
+
+
+@pytest.mark.data
+def test_clip_frame_instants_equal_the_file_sources(data_dir: Path) -> None:
+    from kikimimi.engine.messages import VideoFrame
+    from kikimimi.models.vision.clip import read_audio_video
+
+    path = data_dir / "av" / "grid" / "bbaf2n.mpg"
+    src = FileSource("src", {"path": str(path), "speed": 0.0, "video": True})
+    streamed = [m.header.sample_index for _, m in run_source(src) if isinstance(m, VideoFrame)]
+    _, frames, times, fps = read_audio_video(path)
+    assert len(frames) == len(streamed) == 75 and fps == 25.0
+    assert np.round(times * 16000).astype(np.int64).tolist() == streamed

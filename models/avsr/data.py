@@ -9,8 +9,8 @@ built from what the ``avsr`` node receives in the graph and decodes for that cli
   (``video: true``, 16 kHz mono int16 in 20 ms chunks, as fast as possible) and its frames through the
   ``vision`` node (default parameters, as in ``launch/av.yaml``), both driven offline, so the audio (the
   mean of the channels, int16-rounded), each frame's ``sample_index`` and the faces are exactly those of
-  the graph. (``kikimimi.models.vision.clip.read_av_clip`` is not used: for stereo files its mono downmix is
-  3 dB louder than the graph's.) Per frame the mouth of the face the node follows (:func:`follow_face`).
+  the graph (``kikimimi.models.vision.clip.read_av_clip`` reads the same audio and frame times, but runs
+  the vision front end directly, not the node). Per frame the mouth of the face the node follows (:func:`follow_face`).
 * **The span** (``segment``): ``"vad"`` (default) runs OUR two-stage VAD over the audio exactly as the
   ``vad`` node does in the graph (:func:`kikimimi.models.speaker.files.speech_spans`: the same node class,
   20 ms int16 chunks from sample 0, ``vad_params`` as the graph's ``vad`` node params, default = the node's

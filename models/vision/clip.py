@@ -37,7 +37,7 @@ class AvClip:
 def read_audio_video(path: str | Path, sample_rate: int = 16000) -> tuple[np.ndarray, list[np.ndarray], np.ndarray,
                                                                          float]:
     """Decode a video file: (mono float32 audio at ``sample_rate``, channels averaged as file_source does;
-    bgr24 frames; frame times in s; fps)."""
+    bgr24 frames; frame times in s from the audio track's start, as file_source places them; fps)."""
     try:
         import av
     except ImportError as e:
@@ -50,14 +50,14 @@ def read_audio_video(path: str | Path, sample_rate: int = 16000) -> tuple[np.nda
     times: list[float] = []
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
+        first = c.streams.audio[0] if c.streams.audio else vs
+        t0 = float((first.start_time or 0) * first.time_base)   # media time 0, as file_source takes it
         fps = float(vs.average_rate) if vs.average_rate else 25.0
         for f in c.decode(video=0):
             frames.append(f.to_ndarray(format="bgr24"))
             times.append(float(f.time) if f.time is not None else len(times) / fps)
     audio = read_container_audio(path, sample_rate)
-    t = np.asarray(times, np.float64)
-    if len(t):
-        t -= t[0]
+    t = np.asarray(times, np.float64) - t0
     return audio, frames, t, fps
 
 
