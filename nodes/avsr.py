@@ -13,30 +13,38 @@ an ``auto_map`` (:func:`kikimimi.models.avsr.external.load_external_av`). Each s
 :class:`~kikimimi.models.avsr.base.AvStream` of the shared model.
 
 Timing: a :class:`~kikimimi.engine.vad_sync.VadGate` per stream keeps the VAD events in step with the
-data: audio is given to the recognizer up to the gate's limit (never past a pending SPEECH_END, nor more
-than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark) and an event is applied once the recognizer
-has the audio up to it. While the ``faces`` input is live, audio is also held until the video has
-reached it, at most ``video_wait_ms`` behind the newest audio (so partials and the final see the mouths
-of their span, and a vision node that stalls delays results by at most that much). A video frame is
-given to the recognizer, in time order, once the audio up to its instant has been given; frames wait in
-a bounded buffer (:data:`MAX_FRAMES`; overflow drops the oldest), and frames not after the last one, or
-more than :data:`MAX_LATE_S` behind the audio given, or before any audio placed them on the clock, are
-dropped; all drops are counted (``stats.rejected_by_kind``: ``video_order``, ``video_late``,
-``video_clock``, ``video_overflow``).
+data: audio is given to the recognizer up to the gate's limit (never past a pending SPEECH_START's start
+or SPEECH_END's end, nor more than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark) and an event is
+applied once the recognizer has the audio up to it (or nothing before it is held). While the ``faces``
+input is live, audio is also held until the video has reached it, at most ``video_wait_ms`` behind the
+newest audio (so partials and the final see the mouths of their span, and a vision node that stalls delays
+results by at most that much). Held audio that comes free at once is given in pieces of :data:`PIECE_S`,
+each followed by its frames and a decode, so a big batch is decoded as it would have been live. A video
+frame is given to the recognizer, in time order, once the audio up to its instant has been given - while
+no utterance is open, only once it is :data:`MAX_LATE_S` behind that audio, so an utterance whose
+SPEECH_START comes late (the VAD decides with a delay) still gets its first frames with its own face.
+Frames wait in a bounded buffer (:data:`MAX_FRAMES`; overflow drops the oldest), and frames not after the
+last one, or more than :data:`MAX_LATE_S` behind the audio given, or before any audio placed them on the
+clock, are dropped; audio overlapping what the stream already sent is cut off (``overlap_samples`` counts
+the samples). All drops are counted (``stats.rejected_by_kind``: ``video_order``, ``video_late``,
+``video_clock``, ``video_overflow``, ``audio_overlap`` for a chunk entirely old) and logged (throttled),
+as are VAD events forced out by :data:`MAX_PENDING_EVENTS` (``forced_events``) and audio given before the
+VAD or the video caught up after :data:`MAX_HELD_S` (``forced_audio``).
 
-The followed face: while no utterance is open, each frame picks it anew - with ActiveSpeaker input (the
-``active`` port connected, or any ActiveSpeaker seen) the face of the frame with the highest latest
-speaking probability (0.5 for a face without one), else the largest face (box area). From SPEECH_START to
-the final it stays the same face (the first one picked if none was visible at the start); frames where it
-is missing give the recognizer None (a zero crop). Each utterance publishes revisions numbered from 0 (as
-the asr node does): partials whose ``committed`` only grows, then the final. FLUSH / END_OF_STREAM and
-``on_stop`` finish open utterances at the last sample given, after the held VAD events.
+The followed face: with ActiveSpeaker input (the ``active`` port connected, or any ActiveSpeaker seen) the
+face with the highest latest speaking probability (0.5 for a face without one), else the largest face (box
+area). Once SPEECH_START is applied, the first frame at or after the utterance's start sample that shows a
+face picks it (with the probabilities known then), and every later frame of the utterance, to the final,
+reads that face; frames where it is missing give the recognizer None (a zero crop). Frames before the start
+(outside any utterance) pick anew each. Each utterance publishes revisions numbered from 0 (as the asr node
+does): partials whose ``committed`` only grows, then the final. FLUSH / END_OF_STREAM and ``on_stop`` finish
+open utterances at the last sample given, after the held VAD events; END_OF_STREAM also forgets the stream
+once it is finished, so a new session of the same id may start again from sample 0.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.errors import ParamError
+from kikimimi.engine.errors import MissingDependency, ParamError
 from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
 from kikimimi.engine.messages import (
     ALL_STREAMS,
@@ -74,6 +82,10 @@ MAX_HELD_S = 60
 MAX_FRAMES = 750
 """Video frames held per stream until their audio is given (30 s at 25 fps); beyond this the oldest is dropped."""
 MAX_LATE_S = 2.0
+"""Seconds a video frame may come behind the audio given (later: dropped), and that frames wait while no
+utterance is open (for a SPEECH_START that comes late)."""
+PIECE_S = 1
+"""Seconds of audio given at most between two decodes."""
 MAX_ROUNDS = 64
 
 
@@ -91,9 +103,15 @@ def load_av_model(model: str, device: str, threads: int, language: str = "auto")
         raise ParamError(f"model={model!r} is not allowed; allowed: a directory with {CHUNKED_META} (our chunked "
                          f"AV model) or config.json with an auto_map (a transformers AV checkpoint); {path} is none")
     if (path / CHUNKED_META).is_file():
+        try:
+            import torch
+        except ImportError as exc:
+            from kikimimi.models.avsr.external import TORCH_INSTALL
+
+            raise MissingDependency("PyTorch (our chunked AV model runs on it)", TORCH_INSTALL) from exc
         from kikimimi.models.avsr.chunked import load_chunked
 
-        rec: AvRecognizer = load_chunked(path, device, threads or os.cpu_count() or 1)
+        rec: AvRecognizer = load_chunked(path, device, threads)
         return rec
     if (path / "config.json").is_file():
         from kikimimi.models.avsr.external import load_external_av
@@ -114,7 +132,8 @@ class _Stream:
     fed: int | None = None             # one past the newest sample given to the recognizer
     video_end: int | None = None       # end (instant + one frame) of the newest video frame received
     last_frame: int = -1               # instant of the newest frame given (or waiting)
-    followed: int = NO_FACE
+    followed: int = NO_FACE            # the open utterance's face (NO_FACE until a frame picks it)
+    start: int = 0                     # the last SPEECH_START's start sample
     probs: dict[int, float] = field(default_factory=dict)
     utterance_id: int = -1
     revision: int = 0
@@ -142,7 +161,8 @@ class AvsrNode(Node):
         Param("model", str, help="a directory: avsr.json (our chunked AV model) or config.json with an auto_map "
               "(a transformers AV checkpoint such as AVista)"),
         Param("device", str, "auto", "where the model runs", choices=("auto", "cpu", "cuda")),
-        Param("threads", int, 1, "CPU threads for the model (0 = torch's default)", min=0, max=256),
+        Param("threads", int, 1, "CPU threads for the model: sets torch's thread count, for the whole process "
+              "(0 = leave torch's setting alone)", min=0, max=256),
         Param("language", str, "auto", "ISO code of the transcripts ('auto': what the model says, if anything)"),
         Param("vad_lookahead_ms", int, 500, "audio is given at most this far past the VAD's PROGRESS watermark",
               min=0),
@@ -162,6 +182,7 @@ class AvsrNode(Node):
         self._ended: set[str] = set()
         self.forced_events = 0      # VAD events applied before their audio (MAX_PENDING_EVENTS)
         self.forced_audio = 0       # audio given before the VAD / video caught up (MAX_HELD_S)
+        self.overlap_samples = 0    # audio samples cut off as overlapping what their stream already sent
 
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:
@@ -180,6 +201,9 @@ class AvsrNode(Node):
             forced = st.gate.on_event(msg)
             if forced is not None:
                 self.forced_events += 1
+                self.throttled(logging.WARNING, f"pending:{st.sid}", "avsr %s: stream %r has %d VAD events ahead "
+                               "of its audio (given up to sample %s); applying the oldest now", self.name, st.sid,
+                               len(st.gate.pending) + 1, st.fed)
                 self._apply(st, forced)
         elif isinstance(msg, ActiveSpeaker):
             st = self._stream(msg.header.stream_id)
@@ -199,8 +223,9 @@ class AvsrNode(Node):
         """FLUSH on ``audio`` gives everything held and finishes the open utterance. END_OF_STREAM on ``audio``,
         ``vad`` or ``faces`` marks that input done for the stream (``vad``: no more watermarks; ``faces``: no
         more holding audio for the video); once the audio is done and every other connected input too, all
-        that is held is given and the open utterance finished. So the end of a file never overtakes a
-        vision node still working through its last frames."""
+        that is held is given and the open utterance finished, and the stream is forgotten (a new session of
+        the same id starts clean). So the end of a file never overtakes a vision node still working through
+        its last frames."""
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
         eos = ctrl.kind is ControlKind.END_OF_STREAM
@@ -226,6 +251,8 @@ class AvsrNode(Node):
                     st.faces_done or not self._live("faces")):
                 self._advance(st, force=True)
                 self._finish(st)
+                if not st.rs.utterance_open:
+                    del self._streams[sid]
             else:
                 self._advance(st)
 
@@ -255,17 +282,23 @@ class AvsrNode(Node):
         idx = msg.header.sample_index
         st.clock.observe(idx + len(x), msg.header.t_ns)
         if st.audio_end is not None and idx < st.audio_end:         # overlap: keep only the new samples
-            x, idx = x[st.audio_end - idx:], st.audio_end
+            cut = min(st.audio_end - idx, len(x))
+            self.overlap_samples += cut
+            if cut == len(x):
+                self.stats.count_rejected("audio_overlap")
+            self.throttled(logging.WARNING, f"overlap:{sid}", "avsr %s: stream %r: samples %d..%d overlap the "
+                           "audio it sent before (up to %d); dropping the %d old samples", self.name, sid, idx,
+                           idx + len(x), st.audio_end, cut)
+            x, idx = x[cut:], idx + cut
         if len(x):
             st.held.append((idx, x))
             st.audio_end = idx + len(x)
-        while st.held and st.audio_end - st.held[0][0] > MAX_HELD_S * SAMPLE_RATE:
+        over = (st.audio_end or 0) - MAX_HELD_S * SAMPLE_RATE
+        if st.held and st.held[0][0] < over:
             self.forced_audio += 1
             self.throttled(logging.WARNING, f"held:{sid}", "avsr %s: stream %r holds over %d s of audio for the VAD "
                            "or the video; giving the oldest now", self.name, sid, MAX_HELD_S)
-            s0, x0 = st.held.popleft()
-            st.rs.accept_audio(x0, s0)
-            st.fed = s0 + len(x0)
+            self._give(st, over, False)
         return st
 
     def _on_faces(self, msg: Faces) -> _Stream | None:
@@ -299,30 +332,51 @@ class AvsrNode(Node):
             if video_live and not force:
                 data_end = min(data_end, max(st.video_end or 0, data_end - self._video_wait))
             limit = st.gate.data_limit(data_end, force)
-            while st.held and st.held[0][0] < limit:
-                s, x = st.held.popleft()
-                n = min(len(x), limit - s)
-                st.rs.accept_audio(x[:n], s)
-                st.fed = s + n
-                if n < len(x):
-                    st.held.appendleft((s + n, x[n:]))
-            while st.frames and st.fed is not None and st.frames[0][0] < st.fed:
-                idx, faces = st.frames.popleft()
-                face = self._pick(st, faces)
-                st.rs.accept_video(None if face is None else face.mouth, idx)
-            ev = st.gate.pop_due(st.fed or 0, force)
+            head = st.gate.pending[0] if st.gate.pending else None
+            if head is not None and head.kind is SpeechEventKind.SPEECH_START:
+                limit = min(limit, head.start_sample)       # its frames are given after it (one face)
+            self._give(st, limit, force)
+            reached = max(st.fed or 0, st.held[0][0] if st.held else 0)     # nothing before it is held
+            ev = st.gate.pop_due(reached, force)
             if ev is None:
                 break
             self._apply(st, ev)
         self._steps(st)
 
-    def _pick(self, st: _Stream, faces: tuple[Face, ...]) -> Face | None:
-        """The followed face in this frame (see the module docstring), or None."""
-        if st.rs.utterance_open and st.followed != NO_FACE:
+    def _give(self, st: _Stream, limit: int, force: bool) -> None:
+        """Give the held audio before ``limit`` and the frames it covers, decoding after every PIECE_S of it."""
+        since, piece = 0, PIECE_S * SAMPLE_RATE
+        while st.held and st.held[0][0] < limit:
+            s, x = st.held.popleft()
+            n = min(len(x), limit - s, piece - since)
+            st.rs.accept_audio(x[:n], s)
+            st.fed = s + n
+            if n < len(x):
+                st.held.appendleft((s + n, x[n:]))
+            since += n
+            if since >= piece and st.held and st.held[0][0] < limit:
+                self._give_frames(st, force)
+                self._steps(st)
+                since = 0
+        self._give_frames(st, force)
+
+    def _give_frames(self, st: _Stream, force: bool) -> None:
+        """Give the frames before the audio given (while no utterance is open: MAX_LATE_S behind it)."""
+        idle_until = (st.fed or 0) - int(MAX_LATE_S * SAMPLE_RATE)
+        while st.frames and st.fed is not None and st.frames[0][0] < st.fed:
+            idx, faces = st.frames[0]
+            if not (force or st.rs.utterance_open or idx < idle_until):
+                break
+            st.frames.popleft()
+            face = self._pick(st, faces, idx)
+            st.rs.accept_video(None if face is None else face.mouth, idx)
+
+    def _pick(self, st: _Stream, faces: tuple[Face, ...], idx: int) -> Face | None:
+        """The followed face in the frame at sample ``idx`` (see the module docstring), or None."""
+        fixed = st.rs.utterance_open and idx >= st.start
+        if fixed and st.followed != NO_FACE:
             return next((f for f in faces if f.face_id == st.followed), None)
         if not faces:
-            if not st.rs.utterance_open:
-                st.followed = NO_FACE
             return None
         active = self._live("active") or bool(st.probs)
 
@@ -330,7 +384,8 @@ class AvsrNode(Node):
             area = int(f.box[2]) * int(f.box[3])
             return (st.probs.get(f.face_id, 0.5) if active else 0.0, area)
         best = max(faces, key=score)
-        st.followed = best.face_id
+        if fixed:
+            st.followed = best.face_id
         return best
 
     def _apply(self, st: _Stream, ev: VadEvent) -> None:
@@ -341,6 +396,8 @@ class AvsrNode(Node):
             st.utterance_id += 1
             st.revision = 0
             st.closing = False
+            st.followed = NO_FACE                   # the first frame from the start picks it
+            st.start = ev.start_sample
             st.rs.begin(ev.start_sample)
         elif ev.kind is SpeechEventKind.SPEECH_END and st.rs.utterance_open:
             st.rs.endpoint(ev.end_sample)
@@ -355,10 +412,11 @@ class AvsrNode(Node):
             self._send(st, rev)
 
     def _finish(self, st: _Stream) -> None:
-        """End the open utterance at the last sample given (unless the VAD already ended it) and decode."""
+        """End the open utterance at the last sample given (unless the VAD already ended it; never before its
+        start: a SPEECH_START past the audio gives an empty utterance) and decode."""
         if st.rs.utterance_open:
             if not st.closing:
-                st.rs.endpoint(st.fed or 0)
+                st.rs.endpoint(max(st.fed or 0, st.start))
                 st.closing = True
             self._steps(st)
 

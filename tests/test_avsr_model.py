@@ -242,6 +242,67 @@ def test_utterance_length_cap() -> None:
     assert [f.end_sample for f in finals[:2]] == [cap, 2 * cap] and stream.utterance_open
 
 
+def drain(stream: ChunkedAvStream) -> list:
+    out = []
+    while (rev := stream.step()) is not None:
+        out.append(rev)
+    return out
+
+
+def test_a_capped_utterance_survives_more_audio_than_the_ring_before_a_step() -> None:
+    """Past the length cap the open utterance takes no more audio, so the ring may pass it: more than
+    ``history_s`` of audio accepted before the next step neither raises nor loses the next utterance's audio
+    (the capped utterance is decoded then, its final waits for the next step)."""
+    kw = {"max_utterance_s": 1, "history_s": 1, "video_lag_s": 0}
+    audio = synthetic_av(6, RATE * 4)[0]
+    ref = ChunkedAvRecognizer(tiny_model(), **kw).new_stream()
+    ref.begin(0)
+    want = []
+    for pos in range(0, len(audio), 320):
+        ref.accept_audio(audio[pos:pos + 320], pos)
+        want += drain(ref)
+    ref.endpoint(len(audio))
+    want += drain(ref)
+    stream = ChunkedAvRecognizer(tiny_model(), **kw).new_stream()
+    stream.begin(0)
+    stream.accept_audio(audio, 0)                       # 4 s at once: the ring holds 1 s, the cap is 0.96 s
+    got = drain(stream)
+    stream.endpoint(len(audio))
+    got += drain(stream)
+    cap = 24 * 640
+
+    def finals(revs: list) -> list:
+        return [(r.committed, r.start_sample, r.end_sample, r.words) for r in revs if r.final]
+    assert [f[1:3] for f in finals(want)] == [(0, cap), (cap, 2 * cap), (2 * cap, 3 * cap), (3 * cap, 4 * cap),
+                                              (4 * cap, len(audio))]
+    assert finals(got) == finals(want) and all(f[0] for f in finals(got))
+    assert not stream.utterance_open
+    stream.accept_audio(audio[:RATE * 3], len(audio))   # the stream goes on
+    stream.begin(len(audio))
+    stream.accept_audio(audio[:RATE], len(audio) + RATE * 3)
+    stream.endpoint(len(audio) + RATE * 4)
+    assert any(r.final for r in drain(stream))
+    late = ChunkedAvRecognizer(tiny_model(), **kw).new_stream()
+    late.begin(0)                                       # before any audio; the first comes 2 s (2 rings) on
+    late.accept_audio(audio[:RATE], 2 * RATE)
+    late.endpoint(3 * RATE)
+    assert [(r.start_sample, r.end_sample) for r in drain(late) if r.final] == [(2 * RATE, 3 * RATE)]
+
+
+def test_threads_zero_leaves_torch_alone() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ChunkedAvRecognizer(tiny_model(), threads=0)
+        assert torch.get_num_threads() == 2
+        ChunkedAvRecognizer(tiny_model(), threads=1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ParamError, match="threads=-1"):
+            ChunkedAvRecognizer(tiny_model(), threads=-1)
+    finally:
+        torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------------ (c)
 def test_frames_depend_only_on_their_chunk_and_left_context() -> None:
     model = tiny_model(3)

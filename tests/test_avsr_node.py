@@ -1,17 +1,21 @@
-"""The avsr node over synthetic audio, faces and VAD events, with the tiny external AV model of tests/avsr_tiny.py:
-revisions per utterance, the followed face, VAD events ahead of their audio, rejected audio and frames."""
+"""The avsr node over synthetic audio, faces and VAD events, with the tiny external AV model of tests/avsr_tiny.py
+(revisions per utterance, the followed face, VAD events ahead of their audio, rejected audio and frames) and with a
+tiny random checkpoint of our chunked model (big batches of audio, new sessions, what is dropped or forced)."""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from avsr_tiny import expected_text, make_tiny_av
 from harness import run_node
 
-from kikimimi.engine.errors import ParamError
+from kikimimi.engine.errors import MissingDependency, ParamError
 from kikimimi.engine.face_messages import ActiveSpeaker, Face, Faces
 from kikimimi.engine.messages import (
     NO_SAMPLE,
@@ -25,10 +29,9 @@ from kikimimi.engine.messages import (
     VadEvent,
 )
 from kikimimi.engine.registry import load_kind
+from kikimimi.nodes import avsr as avsr_mod
 from kikimimi.nodes.avsr import AvsrNode
 
-torch = pytest.importorskip("torch", reason="external AV models run on PyTorch")
-pytest.importorskip("transformers", reason="transformers is not installed (pip install 'kikimimi[avsr]')")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 RATE = 16000
@@ -41,8 +44,52 @@ Msgs = list[tuple[str, Message]]
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch", reason="external AV models run on PyTorch")
+    pytest.importorskip("transformers", reason="transformers is not installed (pip install 'kikimimi[avsr]')")
     torch.set_num_threads(1)
     return make_tiny_av(tmp_path_factory.mktemp("tinyav"))
+
+
+@pytest.fixture(scope="module")
+def chunked_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint of our chunked AV model that writes some text for any audio."""
+    torch = pytest.importorskip("torch", reason="the chunked AV model runs on PyTorch")
+    pytest.importorskip("safetensors", reason="checkpoints are safetensors files")
+    from kikimimi.models.avsr.checkpoint import save_checkpoint
+    from kikimimi.models.avsr.model import AvConfig, AvCtcModel
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    m = AvCtcModel(AvConfig(n_mels=80, d_model=32, n_heads=2, n_layers=2, ff_mult=2, conv_kernel=5, chunk_frames=4,
+                            left_chunks=2, video_channels=4, dropout=0.0, modality_dropout=0.0))
+    m.set_normalisation(np.full(80, 8.0, np.float32), np.full(80, 3.0, np.float32))
+    with torch.no_grad():
+        m.head.weight.normal_(0.0, 1.0)
+        m.head.bias[1] += 3.0                          # spaces now and then
+    return save_checkpoint(m, tmp_path_factory.mktemp("chunked") / "ck")
+
+
+def tones(seed: int, n: int) -> np.ndarray:
+    """120 ms tones of random pitch and loudness."""
+    rng = np.random.default_rng(seed)
+    k = -(-n // 1920)
+    freq = np.repeat(rng.uniform(100, 3000, k), 1920)[:n]
+    amp = np.repeat(rng.uniform(0.0, 0.5, k) ** 2, 1920)[:n]
+    return (amp * np.sin(np.cumsum(2 * np.pi * freq / RATE)) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def chunked_node(path: Path, inputs: tuple[str, ...] = ("audio", "faces", "vad"), **params: Any) -> AvsrNode:
+    node = AvsrNode("avsr", {"model": str(path), "warmup": False, **params})
+    node.connected_inputs = frozenset(inputs)
+    return node
+
+
+def vad(kind: SpeechEventKind, a: int, b: int = -1, sid: str = "s") -> tuple[str, VadEvent]:
+    return "vad", VadEvent(Header(sid, 0, a if b < 0 else b, 0, "vad"), kind, a, b, RATE, 0.9)
+
+
+def eos(port: str, sid: str = "s") -> tuple[str, Control]:
+    return port, Control(Header(sid, 0, -1, 0, "src"), ControlKind.END_OF_STREAM)
 
 
 def scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,3 +324,100 @@ def test_camera_frames_without_a_sample_index_are_placed_through_the_capture_tim
     ts = transcripts(run_node(node, msgs))
     assert finals(ts) == want(audio, m1, 1)
     assert node.stats.snapshot()["rejected_by_kind"] == {}
+
+
+def test_without_torch_the_chunked_model_names_the_install_command(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "avsr.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "torch", None)                 # import torch fails
+    for name in ("chunked", "chunked_stream", "checkpoint", "model", "conformer"):
+        monkeypatch.delitem(sys.modules, f"kikimimi.models.avsr.{name}", raising=False)
+    with pytest.raises(MissingDependency, match=r"pip install torch==2\.13\.0") as info:
+        AvsrNode("avsr", {"model": str(tmp_path)})
+    assert info.value.install == "pip install torch==2.13.0"
+
+
+def test_a_batch_of_audio_longer_than_the_ring_is_decoded_on_the_way(chunked_dir: Path) -> None:
+    """With the VAD's watermark behind, seconds of audio wait and then come at once: past the utterance length
+    cap that used to overrun the model's audio ring. It is given a piece at a time with its frames and decoded
+    in between, so the finals are those of the audio coming live, mouths included."""
+    from kikimimi.models.avsr.chunked import load_chunked
+
+    audio = tones(1, 4 * RATE)
+    mouths = np.random.default_rng(1).integers(0, 256, (len(audio) // P, 96, 96), dtype=np.uint8)
+    chunks: list[Msgs] = []
+    for i, s in enumerate(range(0, len(audio), CHUNK)):
+        chunks.append([("audio", AudioChunk(Header("s", i, s, 0, "src"), audio[s:s + CHUNK].reshape(-1, 1), RATE))])
+        chunks[-1] += [("faces", Faces(Header("s", k, k * P, 0, "vision"), k, 640, 480, 25.0, (face(1, 200, m),)))
+                       for k, m in enumerate(mouths) if s <= k * P < s + CHUNK]
+    start = [vad(SpeechEventKind.SPEECH_START, 0), vad(SpeechEventKind.PROGRESS, 0)]
+    end = [vad(SpeechEventKind.SPEECH_END, 0, len(audio)), vad(SpeechEventKind.PROGRESS, len(audio)),
+           eos("audio"), eos("vad"), eos("faces")]
+    step = [m for i, c in enumerate(chunks) for m in (*c, vad(SpeechEventKind.PROGRESS, (i + 1) * CHUNK))]
+    batch = [*(m for c in chunks for m in c), vad(SpeechEventKind.PROGRESS, len(audio))]
+    got = []
+    for msgs in (step, batch):
+        node = chunked_node(chunked_dir, vad_lookahead_ms=0)
+        node.recognizer = load_chunked(chunked_dir, "cpu", 1, max_utterance_s=1, history_s=1, video_lag_s=0.2)
+        got.append(finals(transcripts(run_node(node, [*start, *msgs, *end]))))
+        assert node.stats.snapshot()["rejected_by_kind"] == {}
+    cap = 24 * P
+    assert [f[2:4] for f in got[0]] == [(k * cap, (k + 1) * cap) for k in range(4)] + [(4 * cap, len(audio))]
+    assert [f[0] for f in got[0]] == [0, 1, 2, 3, 4] and all(f[1] for f in got[0])
+    assert got[1] == got[0]
+
+
+def test_the_face_is_chosen_for_the_start_of_the_utterance(tiny_dir: Path) -> None:
+    """The speaker changes at each onset and the active-speaker estimate says so along with the VAD's
+    SPEECH_START (both some 200 ms late): the utterance reads the new speaker's lips from its first frame on."""
+    audio, m1, m2 = scene(seed=1)
+    frames = [(face(1, 200, m1[k]), face(2, 90, m2[k])) for k in range(N_FRAMES)]
+
+    def asd(fid: int, prob: float) -> tuple[str, ActiveSpeaker]:
+        return "active", ActiveSpeaker(Header("s", 0, 0, 0, "asd"), fid, prob, prob > 0.5, 0, 0, RATE)
+    msgs: Msgs = []
+    for port, m in live(audio, frames, active=((1, 0.9), (2, 0.1))):
+        if isinstance(m, VadEvent) and m.kind is SpeechEventKind.SPEECH_START:
+            first = m.start_sample == SPANS[0][0]
+            msgs += [asd(1, 0.1 if first else 0.9), asd(2, 0.9 if first else 0.1)]
+        msgs.append((port, m))
+    node = AvsrNode("avsr", {"model": str(tiny_dir), "warmup": False})
+    ts = transcripts(run_node(node, msgs))
+    check_revisions(ts)
+    assert finals(ts) == [want(audio, m2, 2)[0], want(audio, m1, 1)[1]]
+    assert [t.face_id for t in ts] == [2 if t.utterance_id == 0 else 1 for t in ts]
+
+
+def test_a_stream_that_ended_starts_again_from_sample_zero(chunked_dir: Path) -> None:
+    """END_OF_STREAM of every input forgets the stream: a new session of the same id, from sample 0, is decoded
+    as the first was (nothing dropped as overlap or as frames out of order)."""
+    audio, m1, _ = scene(seed=6)
+    frames = [(face(1, 200, m1[k]),) for k in range(N_FRAMES)]
+    session = [*live(audio, frames), eos("audio"), eos("vad"), eos("faces")]
+    node = chunked_node(chunked_dir)
+    ts = transcripts(run_node(node, session + session))
+    assert len(finals(ts)) == 4 and finals(ts)[2:] == finals(ts)[:2]
+    assert [f[2:4] for f in finals(ts)[:2]] == list(SPANS)
+    assert node.stats.snapshot()["rejected_by_kind"] == {} and node.overlap_samples == 0
+
+
+def test_overlapping_audio_and_forced_vad_events_are_counted_and_logged(
+        chunked_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    x = tones(2, 3 * CHUNK).reshape(-1, 1)
+    node = chunked_node(chunked_dir, ("audio", "vad"))
+    with caplog.at_level(logging.WARNING, logger="kikimimi.node.avsr"):
+        run_node(node, [("audio", AudioChunk(Header("s", 0, 0, 0, "src"), x[:2 * CHUNK], RATE)),
+                        ("audio", AudioChunk(Header("s", 1, CHUNK, 0, "src"), x[CHUNK:], RATE)),    # half old
+                        ("audio", AudioChunk(Header("s", 2, 0, 0, "src"), x[:CHUNK], RATE))])       # all old
+    assert node.overlap_samples == 2 * CHUNK
+    assert node.stats.snapshot()["rejected_by_kind"] == {"audio_overlap": 1}
+    assert "overlap" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(avsr_mod, "MAX_PENDING_EVENTS", 2)
+    node = chunked_node(chunked_dir, ("audio", "vad"))
+    with caplog.at_level(logging.WARNING, logger="kikimimi.node.avsr"):
+        run_node(node, [("audio", AudioChunk(Header("s", 0, 0, 0, "src"), x, RATE)),
+                        vad(SpeechEventKind.SPEECH_START, 8000), vad(SpeechEventKind.SPEECH_END, 8000, 9000),
+                        vad(SpeechEventKind.SPEECH_START, 12000)])
+    assert node.forced_events == 1
+    assert "VAD events ahead" in caplog.text

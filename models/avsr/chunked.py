@@ -43,7 +43,8 @@ def _int(value: object, what: str, least: int = 0) -> int:
 class ChunkedAvRecognizer(AvRecognizer):
     """Shared weights of the chunked AV Conformer-CTC; see the module docstring.
 
-    ``threads`` sets torch's intra-op thread count (process-wide). ``device``: "cpu" or "cuda[:N]".
+    ``threads`` > 0 sets torch's intra-op thread count with ``torch.set_num_threads``, which is process-wide
+    (every model in the process then uses it); 0 leaves torch's setting alone. ``device``: "cpu" or "cuda[:N]".
     """
 
     name = "chunked-av-ctc"
@@ -55,7 +56,8 @@ class ChunkedAvRecognizer(AvRecognizer):
             raise ParamError(f"device={device!r} is not allowed; allowed: 'cpu', 'cuda' or 'cuda:N'")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ParamError(f"device={device!r} is not available (no CUDA device); allowed here: 'cpu'")
-        torch.set_num_threads(_int(threads, "threads", 1))
+        if _int(threads, "threads", 0) > 0:
+            torch.set_num_threads(threads)
         for what, v, least in (("video_lag_s", video_lag_s, 0.0), ("endpoint_slack_s", endpoint_slack_s, 0.0),
                                ("max_utterance_s", max_utterance_s, 1.0), ("history_s", history_s, 1.0)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not least <= v < 3600:

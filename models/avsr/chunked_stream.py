@@ -29,7 +29,11 @@ and video (up to float rounding), however the input is split. Memory is bounded:
 queue (frames before the next undecoded instant are dropped; at most ``max_video_frames``), the layer
 caches, the re-runnable chunks, and the current utterance's per-frame argmax and log-probabilities. An
 utterance longer than ``max_utterance_s`` (default 60 s) gets a final there, and a new utterance opens at
-that sample (``utterance_open`` stays true).
+that sample (``utterance_open`` stays true). Past that cap the utterance takes no more audio, so when more
+than ``history_s`` of audio comes before the next ``step`` the ring would pass the sample the next
+utterance starts at: ``accept_audio`` then decodes the capped utterance's remaining chunks (with the video
+it has) and opens the next one itself, and the next ``step`` calls return the finals it kept, in order.
+No accepted audio is lost that way.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class ChunkedAvStream(AvStream):
         self._last_video = -1
         self._utt: _Utterance | None = None
         self._last: Revision | None = None
+        self._finals: deque[Revision] = deque()      # finals of capped utterances decoded in accept_audio
         self.utterance_open = False
         self.dropped_video = 0
         self._fbank.reset()
@@ -124,15 +129,28 @@ class ChunkedAvStream(AvStream):
         if idx < end:
             raise ParamError(f"audio sample_index {idx} goes backwards; allowed: >= {end} (the end of the audio "
                              "accepted so far)")
-        gap = idx - end
-        while gap > 0:          # a gap is silence; written in ring-sized pieces so the fbank sees all of it
-            n = min(gap, self.rec.history)
-            ring.write(np.zeros(n, np.float32))
+        if idx > end:           # a gap is silence
+            self._write(np.zeros(idx - end, np.float32))
+        self._write(x)
+
+    def _write(self, x: np.ndarray) -> None:
+        """Write ``x`` into the ring in pieces, feeding the fbank after each, never past audio still needed."""
+        ring = self._audio
+        assert ring is not None
+        self._feed()            # an utterance begun before the first audio starts where the ring does
+        pos = 0
+        while pos < x.shape[0]:
+            n = min(x.shape[0] - pos, self.rec.history)
+            keep = self._needed()
+            if keep is not None:
+                room = keep + self.rec.history - ring.write_index     # what fits without overwriting ``keep``
+                if room <= 0:           # only a capped utterance's successor needs it: decode the cap now
+                    self._roll()
+                    continue
+                n = min(n, room)
+            ring.write(x[pos:pos + n])
             self._feed()
-            gap -= n
-        for pos in range(0, x.shape[0], self.rec.history):
-            ring.write(x[pos:pos + self.rec.history])
-            self._feed()
+            pos += n
 
     def accept_video(self, mouth: np.ndarray | None, sample_index: int) -> None:
         if mouth is not None and (not isinstance(mouth, np.ndarray) or mouth.dtype != np.uint8
@@ -149,20 +167,63 @@ class ChunkedAvStream(AvStream):
             self._video.popleft()
             self.dropped_video += 1
 
+    def _cap_end(self, u: _Utterance) -> int:
+        """The sample where ``u`` reaches the length cap."""
+        return u.start + self.rec.max_frames * FRAME_SAMPLES
+
+    def _target(self, u: _Utterance) -> int:
+        """One past the last sample ``u``'s fbank needs: its end, or what its length cap's frames read."""
+        limit = self._cap_end(u) + FBANK_TAIL
+        return limit if u.end is None else min(u.end, limit)
+
+    def _capped(self, u: _Utterance) -> bool:
+        """Whether ``u`` goes on past its length cap (as a new utterance) rather than ending before it."""
+        return u.end is None or kaldi_n_frames(u.end - u.start) // STACK > self.rec.max_frames
+
+    def _needed(self) -> int | None:
+        """The oldest sample the open utterance, or the one its length cap opens, still needs from the ring."""
+        u = self._utt
+        if u is None or not self.utterance_open:
+            return None
+        keep = self._cap_end(u) if self._capped(u) else None
+        if u.fed < self._target(u):
+            keep = u.fed if keep is None else min(keep, u.fed)
+        return keep
+
+    def _roll(self) -> None:
+        """Decode the capped open utterance to its cap now (whatever video is settled), keep its final for the
+        next ``step`` and open the next utterance at the cap."""
+        u = self._utt
+        assert u is not None and self.utterance_open and u.fed >= self._target(u)
+        while u.done < self.rec.max_frames:
+            self._run(u, min(self.rec.config.chunk_frames, self.rec.max_frames - u.done))
+        rev = self._next_after_cap(u)
+        if rev is not None:
+            self._finals.append(rev)
+
+    def _next_after_cap(self, u: _Utterance) -> Revision | None:
+        """The final of ``u`` at its length cap; the rest goes on as a new utterance from there."""
+        end = self._cap_end(u)
+        rev = self._final(u, end)
+        self.utterance_open = False
+        self.begin(end)
+        if self._utt is not None:
+            self._utt.end = u.end
+        return rev
+
     def _feed(self) -> None:
         """Feed the open utterance's fbank with the audio that arrived since (up to its end or length cap)."""
         u, ring = self._utt, self._audio
-        if u is None or ring is None or not self.utterance_open:
+        if u is None or ring is None or not self.utterance_open or u.fed >= self._target(u):
             return
         if u.fed < ring.oldest_index:               # its start is older than the audio held
-            if u.n_fbank:
+            if u.n_fbank:               # _write never lets the ring pass audio not yet fed
                 raise KikimimiError(f"utterance audio from sample {u.fed} left the {self.rec.history}-sample ring "
                                     "before it was decoded")
             log.warning("utterance start %d is before the audio held (from %d); starting there", u.start,
                         ring.oldest_index)
             u.start = u.fed = ring.oldest_index
-        limit = u.start + self.rec.max_frames * FRAME_SAMPLES + FBANK_TAIL
-        stop = min(ring.write_index, limit if u.end is None else min(u.end, limit))
+        stop = min(ring.write_index, self._target(u))
         if stop <= u.fed:
             return
         new = self._fbank.accept(ring.view(u.fed, stop).reshape(-1) * np.float32(INT16_SCALE))
@@ -251,6 +312,8 @@ class ChunkedAvStream(AvStream):
             self._forward(u, a, m, p, keep=False)
 
     def step(self) -> Revision | None:
+        if self._finals:
+            return self._finals.popleft()
         u = self._utt
         if u is None or not self.utterance_open:
             return None
@@ -268,13 +331,7 @@ class ChunkedAvStream(AvStream):
             self.utterance_open = False
             return self._final(u, u.end)
         if u.done >= cap:                             # length cap: a final here, and the rest goes on after it
-            end = u.start + cap * FRAME_SAMPLES
-            rev = self._final(u, end)
-            self.utterance_open = False
-            self.begin(end)
-            if self._utt is not None:
-                self._utt.end = u.end
-            return rev
+            return self._next_after_cap(u)
         return self._partial(u)
 
     # ------------------------------------------------------------------ revisions
