@@ -47,13 +47,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.errors import MissingDependency, ParamError
 from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
 from kikimimi.engine.messages import (
     ALL_STREAMS,
@@ -71,11 +69,11 @@ from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.timemap import ClockMap
 from kikimimi.engine.vad_sync import VadGate
-from kikimimi.models.avsr.base import AvRecognizer, AvStream, Revision
+from kikimimi.models.avsr.base import AvStream, Revision
+from kikimimi.models.avsr.load import load_av_model
 from kikimimi.nodes._audio import mono_float32, rate_ok
 
 SAMPLE_RATE = 16000
-CHUNKED_META = "avsr.json"
 MAX_PENDING_EVENTS = 256
 MAX_HELD_S = 60
 """Seconds of audio held per stream for the VAD or the video to catch up; beyond this the oldest is given."""
@@ -87,38 +85,6 @@ utterance is open (for a SPEECH_START that comes late)."""
 PIECE_S = 1
 """Seconds of audio given at most between two decodes."""
 MAX_ROUNDS = 64
-
-
-def load_av_model(model: str, device: str, threads: int, language: str = "auto") -> AvRecognizer:
-    """The AV recognizer in directory ``model``: chunked (``avsr.json``) or external (``config.json``)."""
-    path = Path(model).expanduser()
-    if device == "auto":
-        try:
-            import torch
-        except ImportError:
-            device = "cpu"
-        else:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not path.is_dir():
-        raise ParamError(f"model={model!r} is not allowed; allowed: a directory with {CHUNKED_META} (our chunked "
-                         f"AV model) or config.json with an auto_map (a transformers AV checkpoint); {path} is none")
-    if (path / CHUNKED_META).is_file():
-        try:
-            import torch
-        except ImportError as exc:
-            from kikimimi.models.avsr.external import TORCH_INSTALL
-
-            raise MissingDependency("PyTorch (our chunked AV model runs on it)", TORCH_INSTALL) from exc
-        from kikimimi.models.avsr.chunked import load_chunked
-
-        rec: AvRecognizer = load_chunked(path, device, threads)
-        return rec
-    if (path / "config.json").is_file():
-        from kikimimi.models.avsr.external import load_external_av
-
-        return load_external_av(path, device, threads, language=language)
-    raise ParamError(f"model={model!r}: {path} holds neither {CHUNKED_META} (our chunked AV model) nor config.json "
-                     "(a transformers AV checkpoint)")
 
 
 @dataclass(eq=False)
