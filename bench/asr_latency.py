@@ -33,7 +33,6 @@ import argparse
 import csv
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+from common import CaptureClock, med, p90
 
 from kikimimi.engine.graph import GraphBuilder
 from kikimimi.engine.messages import AudioChunk, Message, SpeechEventKind, Transcript, VadEvent
@@ -87,7 +87,7 @@ class BenchCollector(Node):
         super().__init__(name, params, clock)
         self.transcripts: list[tuple[int, Transcript]] = []
         self.vad: list[tuple[int, VadEvent]] = []
-        self.base_ns: int | None = None   # capture time of sample 0
+        self.clock_map = CaptureClock(RATE)
         self.rss: dict[int, float] = {}   # audio minute -> RSS MB
 
     def on_message(self, port: str, msg: Message) -> None:
@@ -97,14 +97,13 @@ class BenchCollector(Node):
         elif isinstance(msg, VadEvent):
             self.vad.append((now, msg))
         elif isinstance(msg, AudioChunk):
-            b = msg.header.t_ns - msg.end_index * 1_000_000_000 // msg.sample_rate
-            self.base_ns = b if self.base_ns is None else min(self.base_ns, b)
+            self.clock_map.observe(msg)
             minute = msg.end_index // (60 * RATE)
             if msg.end_index % (60 * RATE) <= msg.n_samples and minute not in self.rss:
                 self.rss[minute] = rss_mb()
 
     def captured(self, sample: int) -> int:
-        return (self.base_ns or 0) + sample * 1_000_000_000 // RATE
+        return self.clock_map.captured(sample)
 
 
 register(BenchCollector)
@@ -229,13 +228,6 @@ def reference(model: str, audio: np.ndarray, segments: list[tuple[int, int, int]
         lat.append((arrived - captured(b)) / 1e9 + dt)
     return {"final": lat, "finals": texts, "cost": cost}
 
-
-def med(x: list[float]) -> float:
-    return statistics.median(x) if x else float("nan")
-
-
-def p90(x: list[float]) -> float:
-    return float(np.percentile(x, 90)) if x else float("nan")
 
 
 def verdict(ok: bool) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+from common import CaptureClock, med, p90
 from scipy.optimize import linear_sum_assignment
 
 from kikimimi.engine.graph import GraphBuilder
@@ -68,7 +69,7 @@ class SpeakerCollector(Node):
         super().__init__(name, params, clock)
         self.turns: list[tuple[int, SpeakerTurn]] = []
         self.vad: list[tuple[int, VadEvent]] = []
-        self.base_ns: int | None = None   # capture time of sample 0
+        self.clock_map = CaptureClock(RATE)
 
     def on_message(self, port: str, msg: Message) -> None:
         now = self.clock.now_ns()
@@ -77,11 +78,10 @@ class SpeakerCollector(Node):
         elif isinstance(msg, VadEvent):
             self.vad.append((now, msg))
         elif isinstance(msg, AudioChunk):
-            b = msg.header.t_ns - msg.end_index * 1_000_000_000 // msg.sample_rate
-            self.base_ns = b if self.base_ns is None else min(self.base_ns, b)
+            self.clock_map.observe(msg)
 
     def captured(self, sample: int) -> int:
-        return (self.base_ns or 0) + sample * 1_000_000_000 // RATE
+        return self.clock_map.captured(sample)
 
 
 register(SpeakerCollector)
@@ -99,13 +99,6 @@ def clips() -> list[tuple[Path, str]]:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if "librispeech" in r["path"]]
     return sorted((DATA / r["path"], r["speaker_id"].split(":")[1].split()[0]) for r in rows)
 
-
-def med(x: list[float]) -> float:
-    return statistics.median(x) if x else float("nan")
-
-
-def p90(x: list[float]) -> float:
-    return float(np.percentile(x, 90)) if x else float("nan")
 
 
 def timed(fn: Any, repeats: int, warmup: int = 3) -> float:

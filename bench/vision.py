@@ -33,13 +33,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import CaptureClock, med, p90
 
 from kikimimi.engine.face_messages import ActiveSpeaker, Faces
 from kikimimi.engine.graph import load_graph
@@ -55,13 +55,6 @@ GRID = DATA / "av" / "grid"
 RATE = 16000
 TARGET_FPS = 25.0
 
-
-def med(x: list[float]) -> float:
-    return statistics.median(x) if x else float("nan")
-
-
-def p90(x: list[float]) -> float:
-    return float(np.percentile(x, 90)) if x else float("nan")
 
 
 def frames_of(paths: list[Path]) -> list[np.ndarray]:
@@ -143,18 +136,17 @@ class AvCollector(Node):
     def __init__(self, name: str, params: Any = None, clock: Any = None) -> None:
         super().__init__(name, params, clock)
         self.got: list[tuple[int, Message]] = []
-        self.base_ns: int | None = None
+        self.clock_map = CaptureClock(RATE)
 
     def on_message(self, port: str, msg: Message) -> None:
         now = self.clock.now_ns()
         if isinstance(msg, AudioChunk):
-            b = msg.header.t_ns - msg.end_index * 1_000_000_000 // msg.sample_rate
-            self.base_ns = b if self.base_ns is None else min(self.base_ns, b)
+            self.clock_map.observe(msg)
         else:
             self.got.append((now, msg))
 
     def captured(self, sample: int) -> int:
-        return (self.base_ns or 0) + sample * 1_000_000_000 // RATE
+        return self.clock_map.captured(sample)
 
 
 register(AvCollector)
