@@ -45,7 +45,9 @@ import soxr
 from common import CaptureClock, med, p90
 
 from kikimimi.engine.graph import GraphBuilder
-from kikimimi.engine.messages import AudioChunk, Message, SpeechEventKind, Transcript, VadEvent
+from kikimimi.engine.messages import Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.registry import register

@@ -6,7 +6,7 @@ import statistics
 
 import numpy as np
 
-from kikimimi.engine.messages import AudioChunk
+from kikimimi.engine.msgs.audio import AudioChunk
 
 NS_PER_S = 1_000_000_000
 

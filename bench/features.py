@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from kikimimi.engine.clock import ManualClock  # noqa: E402
-from kikimimi.engine.messages import AudioChunk, Header  # noqa: E402
+from kikimimi.engine.messages import Header  # noqa: E402
+from kikimimi.engine.msgs.audio import AudioChunk  # noqa: E402
 from kikimimi.models.frontend import (  # noqa: E402
     WhisperMelStream,
     kaldi_fbank,

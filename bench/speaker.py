@@ -36,7 +36,10 @@ from common import CaptureClock, med, p90
 from scipy.optimize import linear_sum_assignment
 
 from kikimimi.engine.graph import GraphBuilder
-from kikimimi.engine.messages import AudioChunk, Message, SpeakerTurn, SpeechEventKind, VadEvent
+from kikimimi.engine.messages import Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speaker import SpeakerTurn
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.registry import register

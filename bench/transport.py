@@ -54,8 +54,9 @@ import numpy as np
 import zmq
 
 from kikimimi.engine.clock import MonotonicClock
-from kikimimi.engine.messages import AudioChunk, Header
+from kikimimi.engine.messages import Header
 from kikimimi.engine.metrics import NodeStats
+from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.node import PortSpec
 from kikimimi.engine.queues import Inbox, Policy, QueueConfig
 from kikimimi.engine.wire import decode, encode

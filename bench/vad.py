@@ -43,7 +43,9 @@ import soundfile as sf  # noqa: E402
 import webrtcvad  # noqa: E402
 
 from kikimimi.engine.clock import ManualClock  # noqa: E402
-from kikimimi.engine.messages import AudioChunk, Header, VadEvent  # noqa: E402
+from kikimimi.engine.messages import Header  # noqa: E402
+from kikimimi.engine.msgs.audio import AudioChunk  # noqa: E402
+from kikimimi.engine.msgs.speech import VadEvent  # noqa: E402
 from kikimimi.models.evaluation import (  # noqa: E402
     SpeechScores,
     n_frames_for,
@@ -52,8 +54,8 @@ from kikimimi.models.evaluation import (  # noqa: E402
     speech_scores,
     vad_frames,
 )
+from kikimimi.models.pcm import float_to_int16  # noqa: E402
 from kikimimi.models.silero import SileroVad  # noqa: E402
-from kikimimi.nodes._audio import float_to_int16  # noqa: E402
 from kikimimi.nodes.vad import TwoStageVad  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "diarization" / "ami"

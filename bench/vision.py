@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 from common import CaptureClock, med, p90
 
-from kikimimi.engine.face_messages import ActiveSpeaker, Faces
 from kikimimi.engine.graph import load_graph
-from kikimimi.engine.messages import AudioChunk, Message, Transcript
+from kikimimi.engine.messages import Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import Transcript
+from kikimimi.engine.msgs.vision import ActiveSpeaker, Faces
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.registry import register

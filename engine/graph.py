@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from kikimimi.engine.errors import GraphError, KikimimiError, UnknownNodeKind
+from kikimimi.engine.messages import Message
 from kikimimi.engine.node import Node, Source
 from kikimimi.engine.params import validate_params
 from kikimimi.engine.queues import Policy, QueueConfig
@@ -158,6 +159,17 @@ class GraphSpec:
             raise GraphError(f"nodes.{name}", "a node of that name exists already")
         d["nodes"][name] = {"kind": kind, "params": dict(params), "inputs": dict(inputs)}
         return load_graph(d)
+
+    def message_types(self) -> tuple[type[Message], ...]:
+        """The message types on the ports of this graph's node kinds (base classes such as ``Message``
+        left out): what a process running part of the graph registers with the wire codec."""
+        seen: dict[str, type[Message]] = {}
+        for n in self.nodes:
+            for port in (*n.cls.inputs, *n.cls.outputs):
+                for t in port.types:
+                    if t.__dict__.get("wire_type"):
+                        seen.setdefault(t.type_name, t)
+        return tuple(seen.values())
 
     def lossless(self) -> GraphSpec:
         """A copy where every input blocks and nothing ages out: for playback as fast as possible."""

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.errors import MessageError, ParamError
-from kikimimi.engine.messages import Header, Message, lookup_type, registered_types
+from kikimimi.engine.messages import Header, Message, registered_types
+from kikimimi.engine.msgs import builtin_types
 
 
 def to_jsonable(value: Any, include_arrays: bool = False) -> Any:
@@ -97,9 +98,10 @@ def _from_jsonable(value: Any, hint: Any, where: str) -> Any:
 def message_from_json(obj: dict[str, Any]) -> Message:
     """Rebuild a message from :func:`message_to_json` output; MessageError names what is wrong."""
     name = obj.get("type")
-    cls = lookup_type(name) if isinstance(name, str) else None
+    known = {**{c.type_name: c for c in builtin_types()}, **registered_types()}
+    cls = known.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise MessageError(f"unknown message type {name!r}; known: {', '.join(sorted(registered_types()))}")
+        raise MessageError(f"unknown message type {name!r}; known: {', '.join(sorted(known))}")
     h = obj.get("header")
     if not isinstance(h, dict):
         raise MessageError(f"{name}: 'header' must be an object, got {h!r}")

@@ -41,6 +41,9 @@ class PortSpec:
     types: tuple[type[Message], ...]
     queue: QueueConfig = field(default_factory=QueueConfig)
     help: str = ""
+    rates: tuple[int, ...] = ()
+    """Sample rates (Hz) this input accepts; () = any. Checked by :meth:`Node.accepts` on messages with a
+    ``sample_rate``."""
 
     def accepts(self, types: tuple[type[Message], ...]) -> bool:
         """True if any of ``types`` is (a subclass of) a type this port carries."""
@@ -134,6 +137,24 @@ class Node:
         """Send a control message out of every output port."""
         for port in self._outputs:
             self.emit(port, Control(self.header(port, stream_id), kind, reason))
+
+    def accepts(self, port: str, msg: Message, rates: tuple[int, ...] | None = None) -> bool:
+        """True if ``msg``'s ``sample_rate`` is one the input ``port`` declares (or one of ``rates``, for a
+        node whose rates depend on its parameters; messages without a ``sample_rate`` always pass). Else
+        count it as rejected (``sample_rate``), log (throttled, per stream) what was dropped and what is
+        allowed, and return False: the stream goes on with its next message."""
+        rate = getattr(msg, "sample_rate", None)
+        if rates is None:
+            spec = self.input_spec(port)
+            rates = spec.rates if spec is not None else ()
+        if rate is None or not rates or rate in rates:
+            return True
+        sid = msg.header.stream_id
+        self.stats.count_rejected("sample_rate")
+        self.throttled(logging.WARNING, f"rate:{sid}:{rate}", "%s %s: dropping %s of stream %r at %d Hz; allowed "
+                       "sample rates: %s", self.kind, self.name, msg.type_name, sid, rate,
+                       ", ".join(map(str, rates)))
+        return False
 
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:

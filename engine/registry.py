@@ -1,40 +1,28 @@
-"""Registry of node kinds by name.
+"""The one registry of node kinds, by name.
 
-Kinds come from three places, later ones overriding earlier ones: the built-in nodes of this
-distribution, the ``kikimimi.nodes`` entry-point group of any installed distribution
-(``name = "package.module:Class"``), and :func:`register` at run time, including by the modules
-named in the ``KIKIMIMI_NODE_MODULES`` environment variable (comma-separated; imported on first
-look-up, in every process of a graph, so unpackaged node kinds work over ZeroMQ too). Classes are imported only when
-a kind is used, so listing kinds never imports heavy optional dependencies.
+The source of every kind is the ``kikimimi.nodes`` entry-point group (``name = "package.module:Class"``):
+this distribution's built-in kinds are declared there in ``pyproject.toml``, and any installed
+distribution adds its own the same way. :func:`builtin_kinds` is derived from that table (the entry
+points that kikimimi itself declares), never repeated in code.
+
+Two additions to the same table, for code that is not an installed distribution: :func:`register` (a
+class defined in a script or a test; it overrides an entry point of the same name), and the modules named
+in ``KIKIMIMI_NODE_MODULES`` (comma-separated), imported on first look-up in every process of a graph
+so that the kinds they ``register`` work over ZeroMQ too. Classes are imported only when a kind is used,
+so listing kinds never imports heavy optional dependencies.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, distribution, entry_points
 
 from kikimimi.engine.errors import GraphError, UnknownNodeKind
 from kikimimi.engine.node import Node
 
 ENTRY_POINT_GROUP = "kikimimi.nodes"
-
-BUILTIN: dict[str, str] = {
-    "file_source": "kikimimi.nodes.file_source:FileSource",
-    "mic_source": "kikimimi.nodes.mic_source:MicSource",
-    "webrtc_vad": "kikimimi.nodes.webrtc_vad:WebrtcVad",
-    "vad": "kikimimi.nodes.vad:TwoStageVad",
-    "features": "kikimimi.nodes.features:FeatureNode",
-    "console_sink": "kikimimi.nodes.console_sink:ConsoleSink",
-    "jsonl_sink": "kikimimi.nodes.jsonl_sink:JsonlSink",
-    "asr": "kikimimi.nodes.asr:AsrNode",
-    "fusion": "kikimimi.nodes.fusion:FusionNode",
-    "speaker": "kikimimi.nodes.speaker:SpeakerNode",
-    "vision": "kikimimi.nodes.vision:VisionNode",
-    "camera_source": "kikimimi.nodes.camera_source:CameraSource",
-    "active_speaker": "kikimimi.nodes.active_speaker:ActiveSpeakerNode",
-    "avsr": "kikimimi.nodes.avsr:AvsrNode",
-}
+DISTRIBUTION = "kikimimi"
 
 _registered: dict[str, type[Node]] = {}
 _loaded: dict[str, type[Node]] = {}
@@ -48,21 +36,30 @@ def _import_env_modules() -> None:
             importlib.import_module(mod)
 
 
+def builtin_kinds() -> dict[str, str]:
+    """The kinds this distribution declares (its ``kikimimi.nodes`` entry points): name -> "module:Class"."""
+    try:
+        eps = distribution(DISTRIBUTION).entry_points
+    except PackageNotFoundError:
+        raise UnknownNodeKind("", "kikimimi is not installed, so its node kinds are unknown; install it with: "
+                              "pip install -e .") from None
+    return {ep.name: ep.value for ep in eps if ep.group == ENTRY_POINT_GROUP}
+
+
 def register(cls: type[Node], name: str | None = None) -> type[Node]:
     """Register a node class under ``name`` (default: ``cls.kind``). Usable as a decorator."""
     kind = name or cls.kind
     if not kind:
         raise GraphError("", f"node class {cls.__qualname__} has no kind name")
     _registered[kind] = cls
+    _loaded.pop(kind, None)
     return cls
 
 
 def available_kinds() -> dict[str, str]:
-    """Every known kind name and where it comes from ("module:Class" or "registered")."""
+    """Every known kind name and where it comes from ("module:Class")."""
     _import_env_modules()
-    kinds = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        kinds[ep.name] = ep.value
+    kinds = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     for name, cls in _registered.items():
         kinds[name] = f"{cls.__module__}:{cls.__qualname__}"
     return kinds

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kikimimi.engine.messages import Transcript, Word
+from kikimimi.engine.msgs.fused import AnyTranscript
+from kikimimi.engine.msgs.speech import Word
 
 NO_SPACE_LANGUAGES = ("ja", "zh")
 MAX_CUE_S = 7.0
@@ -44,7 +45,7 @@ def join_words(words: Iterable[str], language: str) -> str:
     return joiner(language).join(t for t in (w.strip() for w in words) if t)
 
 
-def file_text(finals: Sequence[Transcript]) -> str:
+def file_text(finals: Sequence[AnyTranscript]) -> str:
     """The whole text of one input: its final utterances' text in order, joined as their language writes."""
     out = ""
     for t in finals:
@@ -97,7 +98,7 @@ def _fill_lost_timing(spans: list[tuple[int, int]], utterance_end: int) -> list[
     return out
 
 
-def make_cues(finals: Iterable[Transcript], max_s: float = MAX_CUE_S, max_chars: int = MAX_CUE_CHARS) -> list[Cue]:
+def make_cues(finals: Iterable[AnyTranscript], max_s: float = MAX_CUE_S, max_chars: int = MAX_CUE_CHARS) -> list[Cue]:
     """Cues of the final transcripts, in order, with non-decreasing times (see the module docstring)."""
     cues: list[Cue] = []
     last_end = 0

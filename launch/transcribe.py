@@ -26,7 +26,8 @@ from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import KikimimiError
 from kikimimi.engine.graph import GraphSpec, load_graph
 from kikimimi.engine.jsonio import message_to_json
-from kikimimi.engine.messages import Message, Transcript
+from kikimimi.engine.messages import Message
+from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.params import ParamValues
 from kikimimi.engine.queues import QueueConfig
@@ -49,11 +50,11 @@ class TranscriptCollector(Node):
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
                  clock: Clock | None = None) -> None:
         super().__init__(name, params, clock)
-        self.finals: list[Transcript] = []
+        self.finals: list[AnyTranscript] = []
 
     def on_message(self, port: str, msg: Message) -> None:
         """Keep ``msg`` if it is a final transcript."""
-        if isinstance(msg, Transcript) and msg.final:
+        if isinstance(msg, TRANSCRIPT_TYPES) and msg.final:
             self.finals.append(msg)
 
 
@@ -65,7 +66,7 @@ class FileResult:
     """One input file and its final transcripts, in order."""
 
     path: str
-    finals: tuple[Transcript, ...]
+    finals: tuple[AnyTranscript, ...]
 
 
 def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kikimimi.engine.messages import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 
 FRAME_S = 0.01
 """Default frame length of the labellings: 10 ms."""

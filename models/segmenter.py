@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kikimimi.engine.messages import NO_SAMPLE, SpeechEventKind
+from kikimimi.engine.messages import NO_SAMPLE
+from kikimimi.engine.msgs.speech import SpeechEventKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,15 +33,16 @@ from typing import Any
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Faces
-from kikimimi.engine.messages import NO_SAMPLE, AudioChunk, Control, ControlKind, Message
+from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Message
 from kikimimi.engine.metrics import DROP_OVERFLOW, DROP_STALE
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker, Faces
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.timemap import ClockMap
+from kikimimi.models.pcm import mono_float32
 from kikimimi.models.vision.active import ActiveSpeakerScorer, lip_signal
-from kikimimi.nodes._audio import mono_float32, rate_ok
 
 
 @dataclass(eq=False)
@@ -134,7 +135,7 @@ class ActiveSpeakerNode(Node):
         return st
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        if not rate_ok(self, msg, self.p.sample_rate):
+        if not self.accepts("audio", msg, (self.p.sample_rate,)):
             return None
         st = self._stream(msg.header.stream_id)
         x = mono_float32(msg.samples)

@@ -11,7 +11,7 @@ one shared :class:`~kikimimi.models.asr.Recognizer` (the backend, picked by name
 utterance at its start sample, SPEECH_END closes it. A VAD event is applied once the stream's frames
 have reached its sample (the VAD may run ahead of the feature node, e.g. over files at full speed), so
 an utterance is never closed or replaced before its audio is in; frames more than ``vad_lookahead_ms``
-past the VAD's PROGRESS watermark wait for it (a :class:`~kikimimi.engine.vad_sync.VadGate` per stream).
+past the VAD's PROGRESS watermark wait for it (a :class:`~kikimimi.nodes._vad_sync.VadGate` per stream).
 While an utterance is open, the stream is re-decoded whenever ``interval`` new audio arrived; the
 interval adapts to the measured decode time (``headroom`` times it, within ``min_interval_ms`` ..
 ``max_interval_ms``). Streams that are due at
@@ -41,23 +41,15 @@ import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import (
-    ALL_STREAMS,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Features,
-    Message,
-    SpeechEventKind,
-    Transcript,
-    VadEvent,
-)
+from kikimimi.engine.messages import ALL_STREAMS, Control, ControlKind, Message
+from kikimimi.engine.msgs.audio import AudioChunk, Features
+from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
-from kikimimi.engine.vad_sync import VadGate
 from kikimimi.models.asr.policy import AdaptiveInterval
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream, Revision
+from kikimimi.nodes._vad_sync import VadGate
 
 AUDIO_KIND = "audio"
 """Recognizer.feature_kind of backends that take raw samples: accept((n, 1) float32, sample, sample)."""

@@ -4,7 +4,7 @@ Inputs: ``audio`` (16 kHz AudioChunk; other rates are rejected and counted), ``f
 vision node, one message per video frame; ``header.sample_index`` is the frame's instant on the audio
 clock; frames without one, from a camera, are placed there through the capture times of the audio chunks
 with a :class:`~kikimimi.engine.timemap.ClockMap`), ``vad`` (VadEvent) and, optionally, ``active``
-(ActiveSpeaker). Output: ``transcripts`` (Transcript revisions, ``face_id`` = the followed face, -1 when
+(ActiveSpeaker). Output: ``transcripts`` (LabeledTranscript revisions, ``face_id`` = the followed face, -1 when
 none).
 
 The model (``model``: a directory) is our chunked AV model when it holds ``avsr.json``
@@ -12,7 +12,7 @@ The model (``model``: a directory) is our chunked AV model when it holds ``avsr.
 an ``auto_map`` (:func:`kikimimi.models.avsr.external.load_external_av`). Each stream gets its own
 :class:`~kikimimi.models.avsr.base.AvStream` of the shared model.
 
-Timing: a :class:`~kikimimi.engine.vad_sync.VadGate` per stream keeps the VAD events in step with the
+Timing: a :class:`~kikimimi.nodes._vad_sync.VadGate` per stream keeps the VAD events in step with the
 data: audio is given to the recognizer up to the gate's limit (never past a pending SPEECH_START's start
 or SPEECH_END's end, nor more than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark) and an event is
 applied once the recognizer has the audio up to it (or nothing before it is held). While the ``faces``
@@ -52,26 +52,19 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
-from kikimimi.engine.messages import (
-    ALL_STREAMS,
-    NO_SAMPLE,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Message,
-    SpeechEventKind,
-    Transcript,
-    VadEvent,
-)
+from kikimimi.engine.messages import ALL_STREAMS, NO_SAMPLE, Control, ControlKind, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.fused import LabeledTranscript
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker, Face, Faces
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.timemap import ClockMap
-from kikimimi.engine.vad_sync import VadGate
 from kikimimi.models.avsr.base import AvStream, Revision
 from kikimimi.models.avsr.load import load_av_model
-from kikimimi.nodes._audio import mono_float32, rate_ok
+from kikimimi.models.pcm import mono_float32
+from kikimimi.nodes._vad_sync import VadGate
 
 SAMPLE_RATE = 16000
 MAX_PENDING_EVENTS = 256
@@ -122,7 +115,8 @@ class AvsrNode(Node):
         PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 256),
                  help="optional: speaking probabilities; the node follows the most likely speaker"),
     )
-    outputs = (PortSpec("transcripts", (Transcript,), help="transcript revisions with face_id; the last is final"),)
+    outputs = (PortSpec("transcripts", (LabeledTranscript,), help="transcript revisions labelled with the face "
+                        "whose lips were read (face_id); the last is final"),)
     params = (
         Param("model", str, help="a directory: avsr.json (our chunked AV model) or config.json with an auto_map "
               "(a transformers AV checkpoint such as AVista)"),
@@ -240,7 +234,7 @@ class AvsrNode(Node):
         return self.connected_inputs is not None and port in self.connected_inputs and port not in self._ended
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        if not rate_ok(self, msg, SAMPLE_RATE):
+        if not self.accepts("audio", msg, (SAMPLE_RATE,)):
             return None
         st = self._stream(msg.header.stream_id)
         sid = st.sid
@@ -388,9 +382,9 @@ class AvsrNode(Node):
 
     def _send(self, st: _Stream, rev: Revision) -> None:
         header = self.header("transcripts", st.sid, rev.end_sample)
-        self.emit("transcripts", Transcript(header, max(st.utterance_id, 0), st.revision, rev.committed, rev.unstable,
-                                            rev.final, rev.start_sample, rev.end_sample, SAMPLE_RATE, rev.language,
-                                            rev.words, face_id=st.followed))
+        self.emit("transcripts", LabeledTranscript(
+            header, max(st.utterance_id, 0), st.revision, rev.committed, rev.unstable, rev.final, rev.start_sample,
+            rev.end_sample, SAMPLE_RATE, rev.language, rev.words, face_id=st.followed))
         st.revision += 1
         if rev.final and st.rs.utterance_open:     # the backend split a long utterance: the rest is a new one
             st.utterance_id += 1

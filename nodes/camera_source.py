@@ -24,7 +24,8 @@ import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import DeviceUnavailable, MissingDependency
-from kikimimi.engine.messages import NO_SAMPLE, VideoFrame
+from kikimimi.engine.messages import NO_SAMPLE
+from kikimimi.engine.msgs.vision import VideoFrame
 from kikimimi.engine.node import PortSpec, Source
 from kikimimi.engine.params import Param, ParamValues
 

@@ -29,16 +29,11 @@ import unicodedata
 from typing import Any, TextIO
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.messages import (
-    NO_SAMPLE,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Message,
-    SpeechEventKind,
-    Transcript,
-    VadEvent,
-)
+from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.vision import NO_FACE
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
@@ -53,7 +48,7 @@ def _s(samples: int, rate: int) -> str:
     return f"{samples / rate:.2f} s"
 
 
-def format_final(msg: Transcript) -> str:
+def format_final(msg: AnyTranscript) -> str:
     """``[stream] 1.23-4.56 s: text`` for a final transcript; with speaker labels
     ``[stream] 1.23-4.56 s alice: text``, and ``... s alice: text | voice_1: text`` when its words were
     said by several speakers; ``... s face 0 (0.81) alice: text`` when a visible face spoke it."""
@@ -68,33 +63,38 @@ def format_final(msg: Transcript) -> str:
     if len(runs) > 1:
         sep = "" if msg.language in ("ja", "zh", "th", "lo", "my", "km") else " "
         return head + " " + " | ".join(f"{who}: {sep.join(t.strip() for t in ws)}" for who, ws in runs)
-    who = f" {msg.speaker}" if msg.speaker else ""
-    return f"{head}{who}: {msg.committed}"
+    return f"{head}{_who(msg)}: {msg.committed}"
 
 
-def format_partial(msg: Transcript) -> str:
+def format_partial(msg: AnyTranscript) -> str:
     """``[stream] 1.23-4.56 s ~ committed [unstable]`` for a non-final revision (one line per revision)."""
     r = msg.sample_rate
     unstable = f"[{msg.unstable}]" if msg.unstable else ""
     text = " ".join(t for t in (msg.committed.strip(), unstable) if t)
-    who = f" {msg.speaker}" if msg.speaker else ""
-    return (f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}{who} "
+    return (f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}{_who(msg)} "
             f"~ {text}")
 
 
-def _face(msg: Transcript) -> str:
-    """`` face 3 (0.81)`` when the fusion node attached the face that spoke (`` face 3`` from a recognizer that
-    read that face's lips, without a score), else empty."""
-    if msg.face_id < 0:
+def _who(msg: AnyTranscript) -> str:
+    """`` alice`` when the fusion node labelled the speaker, else empty."""
+    speaker = getattr(msg, "speaker", "")
+    return f" {speaker}" if speaker else ""
+
+
+def _face(msg: AnyTranscript) -> str:
+    """`` face 3 (0.81)`` when the fusion node attached the face that spoke (`` face 3`` without a score when it
+    did so with no speaking probability to report), else empty."""
+    face_id, score = getattr(msg, "face_id", NO_FACE), getattr(msg, "face_score", 0.0)
+    if face_id < 0:
         return ""
-    return f" face {msg.face_id} ({msg.face_score:.2f})" if msg.face_score > 0 else f" face {msg.face_id}"
+    return f" face {face_id} ({score:.2f})" if score > 0 else f" face {face_id}"
 
 
 def format_message(msg: Message, show_audio: bool = False) -> str | None:
     """The console line for ``msg``, or None if it is not shown (partial transcripts: see :func:`format_partial`)."""
     h = msg.header
     tag = f"[{h.stream_id}]"
-    if isinstance(msg, Transcript):
+    if isinstance(msg, TRANSCRIPT_TYPES):
         return format_final(msg) if msg.final and msg.committed.strip() else None
     if isinstance(msg, VadEvent):
         if msg.kind is SpeechEventKind.PROGRESS:
@@ -133,7 +133,7 @@ def fit_tail(text: str, width: int) -> str:
     return "…" + "".join(reversed(out))
 
 
-def live_line(msg: Transcript, width: int, color: bool = True) -> str:
+def live_line(msg: AnyTranscript, width: int, color: bool = True) -> str:
     """The status line of a partial: ``[stream] 1.23 s: committed unstable``, cut to ``width`` cells.
 
     The unstable tail is dim when ``color``; the cut keeps the end of the text, where it changes.
@@ -169,7 +169,7 @@ class ConsoleSink(Node):
         super().__init__(name, params, clock)
         self._broken = False
         self._mode = "off"
-        self._live: Transcript | None = None     # the partial on the status line
+        self._live: AnyTranscript | None = None     # the partial on the status line
         self._shown = False                       # the status line has something on screen
 
     def _out(self) -> TextIO:
@@ -213,7 +213,7 @@ class ConsoleSink(Node):
         self._raw(ERASE_LINE + live_line(self._live, width))
         self._shown = True
 
-    def _transcript(self, msg: Transcript) -> None:
+    def _transcript(self, msg: AnyTranscript) -> None:
         live = self._live
         if msg.final:
             if live is not None and live.header.stream_id == msg.header.stream_id:
@@ -232,7 +232,7 @@ class ConsoleSink(Node):
 
     def on_message(self, port: str, msg: Message) -> None:
         """Print the message's line, if it has one (partial transcripts as the mode says)."""
-        if isinstance(msg, Transcript):
+        if isinstance(msg, TRANSCRIPT_TYPES):
             self._transcript(msg)
             return
         if isinstance(msg, VadEvent) and (self.p.vad_events == "off" or (

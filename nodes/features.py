@@ -37,15 +37,8 @@ import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import (
-    FEATURE_KINDS,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Features,
-    Header,
-    Message,
-)
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import FEATURE_KINDS, AudioChunk, Features
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig

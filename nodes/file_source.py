@@ -28,10 +28,12 @@ import numpy as np
 
 from kikimimi.engine.clock import NS_PER_S, Clock, ReplayClock
 from kikimimi.engine.errors import MissingDependency, ParamError
-from kikimimi.engine.messages import AudioChunk, VideoFrame
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.vision import VideoFrame
 from kikimimi.engine.node import PortSpec, Source
 from kikimimi.engine.params import REQUIRED, Param, ParamValues
-from kikimimi.nodes._audio import CHUNK_MS_CHOICES, DTYPE_CHOICES, Rechunker, convert, downmix
+from kikimimi.models.pcm import DTYPE_CHOICES, convert, downmix
+from kikimimi.nodes._audio import CHUNK_MS_CHOICES, Rechunker
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 AV_EXTENSIONS = (".mp4", ".mpg", ".mkv", ".webm", ".avi", ".mov")

@@ -1,7 +1,8 @@
 """``fusion``: the point where a transcript meets everything else known about its utterance.
 
-Today it forwards :class:`~kikimimi.engine.messages.Transcript` revisions unchanged, keeping each
-utterance's revisions in order:
+It turns each recognizer :class:`~kikimimi.engine.msgs.speech.Transcript` revision into a
+:class:`~kikimimi.engine.msgs.fused.LabeledTranscript` (the same text, span and words, plus who spoke
+it, the face that spoke it and, later, how), keeping each utterance's revisions in order:
 
 * Each (stream, utterance_id) remembers the highest revision forwarded and whether its final was.
 * A revision at or below the highest one forwarded for its utterance is out of date: it is counted
@@ -34,7 +35,8 @@ and so is a partial whose evidence so far says nobody in view speaks. A final wh
 arrive in time is not suppressed on missing evidence: it goes out without a face (``face_timeouts``,
 logged).
 
-Later issues attach affect labels (emotion / prosody estimates over the utterance's span) the same way.
+Affect labels (emotion / prosody estimates over the utterance's span) will be attached the same way;
+``affect`` stays empty until then.
 """
 
 from __future__ import annotations
@@ -46,20 +48,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker
-from kikimimi.engine.messages import (
-    ALL_STREAMS,
-    Control,
-    ControlKind,
-    Message,
-    SpeakerTurn,
-    Transcript,
-    Word,
-)
+from kikimimi.engine.messages import Control, ControlKind, Message
 from kikimimi.engine.metrics import DROP_NO_FACE, DROP_STALE
-from kikimimi.engine.node import Node, PortSpec
+from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript, LabeledTranscript
+from kikimimi.engine.msgs.speaker import SpeakerTurn
+from kikimimi.engine.msgs.speech import Word
+from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker
+from kikimimi.engine.node import PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.streams import StreamNode
 
 TICK_NS = 20_000_000
 MAX_WAITING = 256          # transcripts per stream held behind a final that waits for its speaker
@@ -78,13 +76,13 @@ class _Stream:
     turns: deque[SpeakerTurn] = field(default_factory=deque)
     final_end: int = -1               # end sample of the newest final speaker turn
     speakers_ended: bool = False
-    waiting: deque[tuple[int, Transcript]] = field(default_factory=deque)   # (deadline ns, transcript)
+    waiting: deque[tuple[int, AnyTranscript]] = field(default_factory=deque)   # (deadline ns, transcript)
     active: deque[ActiveSpeaker] = field(default_factory=deque)
     active_end: int = -1              # newest end sample of an ActiveSpeaker window
     active_ended: bool = False
 
 
-class FusionNode(Node):
+class FusionNode(StreamNode[_Stream]):
     """Forwards transcript revisions in order per utterance, with speaker labels; see the module docstring."""
 
     kind = "fusion"
@@ -92,15 +90,15 @@ class FusionNode(Node):
             "with the speaker turns that overlap them and the visible face that spoke (optionally dropping speech "
             "no visible face produced).")
     inputs = (
-        PortSpec("transcripts", (Transcript,), queue=QueueConfig.make("block", 256),
-                 help="transcript revisions (partials and finals) from an asr node"),
+        PortSpec("transcripts", TRANSCRIPT_TYPES, queue=QueueConfig.make("block", 256),
+                 help="transcript revisions (partials and finals) from an asr or avsr node"),
         PortSpec("speakers", (SpeakerTurn,), queue=QueueConfig.make("block", 256),
                  help="speaker turns from a speaker node (optional)"),
         PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 1024),
                  help="speaking probabilities of visible faces from an active_speaker node (optional)"),
     )
-    outputs = (PortSpec("transcripts", (Transcript,), help="the same revisions, out-of-date ones removed, "
-                        "with speaker labels and face ids when those inputs are connected"),)
+    outputs = (PortSpec("transcripts", (LabeledTranscript,), help="the same revisions, out-of-date ones removed, "
+                        "labelled with speakers and face ids when those inputs are connected"),)
     params = (
         Param("keep_utterances", int, 64, "per stream, remember the revision state of this many newest "
               "utterances", min=1, max=100_000),
@@ -118,7 +116,6 @@ class FusionNode(Node):
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
                  clock: Clock | None = None) -> None:
         super().__init__(name, params, clock)
-        self._streams: dict[str, _Stream] = {}
         self.forwarded = 0
         self.finals = 0
         self.dropped_out_of_date = 0
@@ -135,11 +132,14 @@ class FusionNode(Node):
     def _wants_faces(self) -> bool:
         return self.connected_inputs is not None and "active" in self.connected_inputs
 
+    def open_stream(self, sid: str, msg: Message) -> _Stream:
+        return _Stream()
+
     def on_message(self, port: str, msg: Message) -> None:
         """A transcript is forwarded (or waits for its speaker and faces); a speaker turn or an active-speaker
         window is remembered and may release waiting finals."""
         if isinstance(msg, ActiveSpeaker):
-            st = self._streams.setdefault(msg.header.stream_id, _Stream())
+            st = self.stream(msg)
             st.active.append(msg)
             while len(st.active) > self.p.keep_active:
                 st.active.popleft()
@@ -147,7 +147,7 @@ class FusionNode(Node):
             self._release(st)
             return
         if isinstance(msg, SpeakerTurn):
-            st = self._streams.setdefault(msg.header.stream_id, _Stream())
+            st = self.stream(msg)
             st.turns.append(msg)
             while len(st.turns) > self.p.keep_turns:
                 st.turns.popleft()
@@ -155,9 +155,9 @@ class FusionNode(Node):
                 st.final_end = max(st.final_end, msg.end_sample)
             self._release(st)
             return
-        if not isinstance(msg, Transcript):
+        if not isinstance(msg, TRANSCRIPT_TYPES):
             return
-        st = self._streams.setdefault(msg.header.stream_id, _Stream())
+        st = self.stream(msg)
         if st.waiting or (msg.final and not self._complete(st, msg)):
             st.waiting.append((self.clock.now_ns() + self.p.speaker_wait_ms * 1_000_000, msg))
             if len(st.waiting) > MAX_WAITING:
@@ -169,7 +169,7 @@ class FusionNode(Node):
 
     def on_tick(self, now_ns: int) -> None:
         """Finals whose wait is over go out with what is known."""
-        for st in self._streams.values():
+        for st in self.streams.values():
             if st.waiting:
                 self._release(st, now_ns)
 
@@ -178,10 +178,8 @@ class FusionNode(Node):
         utterances ("all": every stream), after forwarding what waits."""
         if ctrl.kind is not ControlKind.END_OF_STREAM:
             return
-        sid = ctrl.header.stream_id
-        targets = list(self._streams) if sid == ALL_STREAMS else [sid] if sid in self._streams else []
-        for s in targets:
-            st = self._streams[s]
+        for s in self.targets(ctrl):
+            st = self.streams[s]
             if port == "speakers":
                 st.speakers_ended = True
                 self._release(st)
@@ -190,20 +188,20 @@ class FusionNode(Node):
                 self._release(st)
             elif port == "transcripts":
                 self._release(st, force=True)
-                del self._streams[s]
+                del self.streams[s]
 
     def on_stop(self) -> None:
         """Forward everything still waiting."""
-        for st in self._streams.values():
+        for st in self.streams.values():
             self._release(st, force=True)
 
     # ------------------------------------------------------------------ internals
-    def _complete(self, st: _Stream, msg: Transcript) -> bool:
+    def _complete(self, st: _Stream, msg: AnyTranscript) -> bool:
         slack = self.p.speaker_slack_ms * msg.sample_rate // 1000
         speakers = not self._wants_speakers or st.speakers_ended or st.final_end >= msg.end_sample - slack
         return speakers and self._faces_complete(st, msg)
 
-    def _faces_complete(self, st: _Stream, msg: Transcript) -> bool:
+    def _faces_complete(self, st: _Stream, msg: AnyTranscript) -> bool:
         """Every active-speaker window ending inside the transcript's span has arrived (or none will): one
         ending after the span came (the faces of one frame arrive one after another, so a window ending exactly
         at the span's end does not yet say that the frame's other faces are in)."""
@@ -220,7 +218,7 @@ class FusionNode(Node):
             st.waiting.popleft()
             self._forward(st, msg)
 
-    def _forward(self, st: _Stream, msg: Transcript) -> None:
+    def _forward(self, st: _Stream, msg: AnyTranscript) -> None:
         utt = st.utterances.get(msg.utterance_id)
         if (msg.utterance_id <= st.forgotten_upto
                 or (utt is not None and (utt.final or msg.revision <= utt.revision))):
@@ -232,24 +230,25 @@ class FusionNode(Node):
             self._prune(st)
         else:
             utt.revision, utt.final = msg.revision, msg.final
+        out = msg if isinstance(msg, LabeledTranscript) else LabeledTranscript.of(msg)
         if st.turns:
-            msg = label(msg, st.turns)
+            out = label(out, st.turns)
         if st.active:
-            msg = label_face(msg, st.active, self.p.face_threshold)
-        if self.p.require_face and msg.face_id == NO_FACE:
-            if msg.final and not self._faces_complete(st, msg):
+            out = label_face(out, st.active, self.p.face_threshold)
+        if self.p.require_face and out.face_id == NO_FACE:
+            if out.final and not self._faces_complete(st, out):
                 # The faces' evidence is late (a slow vision path, a stalled camera): pass the speech on
                 # unlabelled rather than call it speech nobody in view produced.
                 self.face_timeouts += 1
                 self.throttled(logging.WARNING, "face_timeout", "fusion %s: the active-speaker windows did not reach "
                                "the end of a final in time; forwarding it without a face", self.name)
-            elif msg.final or _has_evidence(msg, st.active):
+            elif out.final or _has_evidence(out, st.active):
                 self.suppressed_no_face += 1
                 self.stats.count_drop(DROP_NO_FACE)
                 return
         self.forwarded += 1
-        self.finals += int(msg.final)
-        self.emit("transcripts", msg)
+        self.finals += int(out.final)
+        self.emit("transcripts", out)
 
     def _prune(self, st: _Stream) -> None:
         """Forget the oldest utterances beyond ``keep_utterances`` (their ids become out of date)."""
@@ -272,7 +271,7 @@ def _current(turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> list[SpeakerTurn]
     return list(latest.values())
 
 
-def label(msg: Transcript, turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> Transcript:
+def label(msg: LabeledTranscript, turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> LabeledTranscript:
     """``msg`` with the speaker of most overlap (and its score) and, for words, the speaker holding each
     word's midpoint. Unchanged if no turn overlaps it."""
     cands = _current(turns)
@@ -296,18 +295,18 @@ def label(msg: Transcript, turns: deque[SpeakerTurn] | list[SpeakerTurn]) -> Tra
     return dataclasses.replace(msg, speaker=best.speaker, speaker_score=best.score, words=words)
 
 
-def _window_ends_in(msg: Transcript, active: deque[ActiveSpeaker]) -> list[ActiveSpeaker]:
+def _window_ends_in(msg: AnyTranscript, active: deque[ActiveSpeaker]) -> list[ActiveSpeaker]:
     """The windows (and no-face frames) ending inside ``(start, end]`` of the transcript."""
     a, b = msg.start_sample, max(msg.end_sample, msg.start_sample + 1)
     return [m for m in active if a < m.end_sample <= b]
 
 
-def _has_evidence(msg: Transcript, active: deque[ActiveSpeaker]) -> bool:
+def _has_evidence(msg: AnyTranscript, active: deque[ActiveSpeaker]) -> bool:
     """Whether any window (or a no-face frame) ends inside the transcript's span."""
     return bool(_window_ends_in(msg, active))
 
 
-def label_face(msg: Transcript, active: deque[ActiveSpeaker], threshold: float) -> Transcript:
+def label_face(msg: LabeledTranscript, active: deque[ActiveSpeaker], threshold: float) -> LabeledTranscript:
     """``msg`` with the face of highest mean speaking probability over its span, if it reaches ``threshold``
     (else face_id -1); ``face_score`` is that mean either way. Unchanged if no window ends in the span."""
     inside = [m for m in _window_ends_in(msg, active) if m.face_id != NO_FACE]

@@ -23,11 +23,12 @@ import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import DeviceUnavailable, MissingDependency, ParamError
-from kikimimi.engine.messages import AudioChunk
 from kikimimi.engine.metrics import DROP_OVERFLOW
+from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.node import PortSpec, Source
 from kikimimi.engine.params import Param, ParamValues
-from kikimimi.nodes._audio import CHUNK_MS_CHOICES, DTYPE_CHOICES, Rechunker
+from kikimimi.models.pcm import DTYPE_CHOICES
+from kikimimi.nodes._audio import CHUNK_MS_CHOICES, Rechunker
 
 PIP_INSTALL = "pip install 'kikimimi[mic]'"
 APT_INSTALL = "apt-get install libportaudio2 && pip install 'kikimimi[mic]'"

@@ -26,7 +26,7 @@ start.
 Like the asr node, VAD events wait until the audio reaches their sample, and windows are not taken
 further than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark (nor past a SPEECH_END that waits),
 so files at full speed give the same turns as live input: a
-:class:`~kikimimi.engine.vad_sync.VadGate` per stream.
+:class:`~kikimimi.nodes._vad_sync.VadGate` per stream.
 """
 
 from __future__ import annotations
@@ -38,23 +38,16 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.messages import (
-    UNKNOWN_SPEAKER,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Message,
-    SpeakerEmbedding,
-    SpeakerTurn,
-    SpeechEventKind,
-    VadEvent,
-)
+from kikimimi.engine.messages import Control, ControlKind, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speaker import UNKNOWN_SPEAKER, SpeakerEmbedding, SpeakerTurn
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing
-from kikimimi.engine.vad_sync import VadGate
-from kikimimi.nodes._audio import mono_float32, rate_ok
+from kikimimi.models.pcm import mono_float32
+from kikimimi.nodes._vad_sync import VadGate
 
 SAMPLE_RATE = 16000
 MAX_PENDING_EVENTS = 256
@@ -229,7 +222,7 @@ class SpeakerNode(Node):
         return st
 
     def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        if not rate_ok(self, msg, self.encoder.sample_rate):
+        if not self.accepts("audio", msg, (self.encoder.sample_rate,)):
             return None
         st = self._stream(msg.header.stream_id)
         x = mono_float32(msg.samples)

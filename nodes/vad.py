@@ -44,23 +44,17 @@ import webrtcvad
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import (
-    NO_SAMPLE,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Message,
-    SpeechEventKind,
-    VadEvent,
-)
+from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.decimate import Decimator
+from kikimimi.models.pcm import float_to_int16
 from kikimimi.models.segmenter import SegmentDecision, SpeechSegmenter
 from kikimimi.models.silero import CONTEXT, WINDOW, SileroState, SileroVad
-from kikimimi.nodes._audio import float_to_int16
 
 SAMPLE_RATES = (8000, 16000, 32000, 48000)
 SILERO_RATE = {8000: (8000, 1), 16000: (16000, 1), 32000: (16000, 2), 48000: (16000, 3)}

@@ -3,7 +3,7 @@
 Each stream (``header.stream_id``) gets its own :class:`~kikimimi.models.vision.frontend.VisionFrontEnd`
 (Haar detection every ``detect_every`` frames, dlib 68-point landmarks in between, stable face ids); the
 models themselves (cascade, landmark model) are loaded once at start and shared by the streams.
-For every frame it processes the node emits one :class:`~kikimimi.engine.face_messages.Faces` message
+For every frame it processes the node emits one :class:`~kikimimi.engine.msgs.vision.Faces` message
 (``faces == ()`` when nobody is in view), with the frame's header time: ``sample_index`` (the audio
 sample at the frame's instant, or NO_SAMPLE for a camera without an audio clock) and ``t_ns`` (its
 capture time), so downstream latency is measured from capture.
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.face_messages import Faces
-from kikimimi.engine.messages import Control, ControlKind, Message, VideoFrame
+from kikimimi.engine.messages import Control, ControlKind, Message
+from kikimimi.engine.msgs.vision import Faces, VideoFrame
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig

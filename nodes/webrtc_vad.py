@@ -34,12 +34,14 @@ import numpy as np
 import webrtcvad
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Message, SpeechEventKind, VadEvent
+from kikimimi.engine.messages import Control, ControlKind, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.node import Node, PortSpec, control_targets
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.ring import AudioRing, RingReader
-from kikimimi.nodes._audio import downmix, float_to_int16
+from kikimimi.models.pcm import downmix, float_to_int16
 
 SAMPLE_RATES = (8000, 16000, 32000, 48000)
 

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
-from harness import run_node
 
-from kikimimi.engine.messages import AudioChunk, Features, Header, Message, Transcript, VadEvent
+from kikimimi.engine.messages import Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk, Features
+from kikimimi.engine.msgs.speech import Transcript, VadEvent
+from kikimimi.engine.testing import run_node
 from kikimimi.models.asr.recognizer import Recognizer
 from kikimimi.nodes.asr import AsrNode
 from kikimimi.nodes.features import FeatureNode

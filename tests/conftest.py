@@ -19,3 +19,12 @@ def data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return DATA_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wire_types() -> None:
+    """Register the built-in message types with the wire codec, as the ZeroMQ worker does at start."""
+    from kikimimi.engine.messages import register_types
+    from kikimimi.engine.msgs import builtin_types
+
+    register_types(builtin_types())

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import run_node
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import ActiveSpeaker, Face, Faces
-from kikimimi.engine.messages import NO_SAMPLE, AudioChunk, Control, ControlKind, Header, Message
+from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.vision import ActiveSpeaker, Face, Faces
 from kikimimi.engine.registry import load_kind
+from kikimimi.engine.testing import run_node
 from kikimimi.models.vision.active import (
     FLOOR_DB,
     ActiveSpeakerError,

@@ -99,10 +99,10 @@ def test_lip_aperture_follows_the_audio_envelope_on_every_clip(clips: dict) -> N
 def test_node_prefers_each_face_with_its_own_audio(clips: dict) -> None:
     """The node, fed Faces and 20 ms AudioChunks, on each clip's video with its own audio and with the next
     clip's audio: the mean probability and the share of frames marked speaking are higher with its own."""
-    from harness import run_node
-
-    from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker, Face, Faces
-    from kikimimi.engine.messages import AudioChunk, Header
+    from kikimimi.engine.messages import Header
+    from kikimimi.engine.msgs.audio import AudioChunk
+    from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker, Face, Faces
+    from kikimimi.engine.testing import run_node
     from kikimimi.nodes.active_speaker import ActiveSpeakerNode
 
     names = sorted(clips)

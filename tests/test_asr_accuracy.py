@@ -14,7 +14,7 @@ import pytest
 from asr_pipeline import Clip, finals, front_messages, librispeech_subset, load_audio, manifest, offline_texts, run_asr
 from test_asr_node import check_revisions
 
-from kikimimi.engine.messages import Transcript
+from kikimimi.engine.msgs.speech import Transcript
 from kikimimi.models.asr.text import ErrorCount, cer, join_text, normalize, wer
 from kikimimi.models.asr.whisper_ct2 import WhisperCT2
 

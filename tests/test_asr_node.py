@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from asr_pipeline import DETERMINISTIC, finals, front_messages, load_audio, run_asr
-from harness import run_node
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import Features, Header, SpeechEventKind, Transcript, VadEvent
+from kikimimi.engine.messages import Header
+from kikimimi.engine.msgs.audio import Features
+from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent
 from kikimimi.engine.registry import load_kind
+from kikimimi.engine.testing import run_node
 from kikimimi.models.asr.resolve import ModelNotFound
 from kikimimi.nodes.asr import BACKENDS, AsrNode
 

@@ -52,9 +52,8 @@ def test_node_decodes_streams_that_are_due_together(data_dir: Path) -> None:
 
 
 def run_asr_with_batches(messages: list[tuple[str, Message]], sizes: list[int]) -> list:  # type: ignore[type-arg]
-    from harness import run_node
-
-    from kikimimi.engine.messages import Transcript
+    from kikimimi.engine.msgs.speech import Transcript
+    from kikimimi.engine.testing import run_node
 
     node = AsrNode("asr", {"model": "tiny.en", "min_interval_ms": 1000, "max_interval_ms": 1000, "max_lag_ms": 0,
                            "threads": 2})

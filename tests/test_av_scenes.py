@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import run_node
 
-from kikimimi.engine.face_messages import ActiveSpeaker, Faces
-from kikimimi.engine.messages import AudioChunk, Header, Message, Transcript, VideoFrame
+from kikimimi.engine.messages import Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES
+from kikimimi.engine.msgs.speech import Transcript
+from kikimimi.engine.msgs.vision import ActiveSpeaker, Faces, VideoFrame
+from kikimimi.engine.testing import run_node
 from kikimimi.nodes.active_speaker import ActiveSpeakerNode
 from kikimimi.nodes.fusion import FusionNode
 from kikimimi.nodes.vision import VisionNode
@@ -59,7 +62,7 @@ def fused(active: list[ActiveSpeaker], require_face: bool) -> list[Transcript]:
     node = FusionNode("fusion", {"require_face": require_face})
     node.connected_inputs = frozenset({"transcripts", "active"})
     return [m for _, m in run_node(node, [("active", a) for a in active] + [("transcripts", final)])
-            if isinstance(m, Transcript)]
+            if isinstance(m, TRANSCRIPT_TYPES)]
 
 
 def test_two_talkers_side_by_side_the_one_heard_is_the_one_labelled(clips: dict) -> None:

@@ -13,22 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 from avsr_tiny import expected_text, make_tiny_av
-from harness import run_node
 
 from kikimimi.engine.errors import MissingDependency, ParamError
-from kikimimi.engine.face_messages import ActiveSpeaker, Face, Faces
-from kikimimi.engine.messages import (
-    NO_SAMPLE,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Header,
-    Message,
-    SpeechEventKind,
-    Transcript,
-    VadEvent,
-)
+from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.fused import LabeledTranscript
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.vision import ActiveSpeaker, Face, Faces
 from kikimimi.engine.registry import load_kind
+from kikimimi.engine.testing import run_node
 from kikimimi.nodes import avsr as avsr_mod
 from kikimimi.nodes.avsr import AvsrNode
 
@@ -143,14 +136,14 @@ def live(audio: np.ndarray, frames: list[tuple[Face, ...]], sid: str = "s", rate
     return msgs
 
 
-def transcripts(out: Msgs) -> list[Transcript]:
+def transcripts(out: Msgs) -> list[LabeledTranscript]:
     assert all(port == "transcripts" for port, _ in out)
-    return [m for _, m in out if isinstance(m, Transcript)]
+    return [m for _, m in out if isinstance(m, LabeledTranscript)]
 
 
-def check_revisions(ts: list[Transcript]) -> dict[int, list[Transcript]]:
+def check_revisions(ts: list[LabeledTranscript]) -> dict[int, list[LabeledTranscript]]:
     """Per utterance: revisions 0, 1, 2, ...; partials before the final; committed only grows."""
-    by_utt: dict[int, list[Transcript]] = {}
+    by_utt: dict[int, list[LabeledTranscript]] = {}
     for t in ts:
         by_utt.setdefault(t.utterance_id, []).append(t)
     for uid, revs in by_utt.items():
@@ -161,7 +154,7 @@ def check_revisions(ts: list[Transcript]) -> dict[int, list[Transcript]]:
     return by_utt
 
 
-def finals(ts: list[Transcript]) -> list[tuple[int, str, int, int, int]]:
+def finals(ts: list[LabeledTranscript]) -> list[tuple[int, str, int, int, int]]:
     return [(t.utterance_id, t.committed, t.start_sample, t.end_sample, t.face_id) for t in ts if t.final]
 
 

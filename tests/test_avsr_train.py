@@ -26,17 +26,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from kikimimi.engine.face_messages import Face, Faces  # noqa: E402
-from kikimimi.engine.messages import (  # noqa: E402
-    AudioChunk,
-    Control,
-    ControlKind,
-    Header,
-    Message,
-    SpeechEventKind,
-    Transcript,
-    VadEvent,
-)
+from kikimimi.engine.messages import Control, ControlKind, Header, Message  # noqa: E402
+from kikimimi.engine.msgs.audio import AudioChunk  # noqa: E402
+from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES  # noqa: E402
+from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent  # noqa: E402
+from kikimimi.engine.msgs.vision import Face, Faces  # noqa: E402
 from kikimimi.engine.node import Node, PortSpec  # noqa: E402
 from kikimimi.engine.queues import QueueConfig  # noqa: E402
 from kikimimi.engine.registry import register  # noqa: E402
@@ -171,7 +165,7 @@ def test_training_example_equals_what_the_node_stream_decodes(tmp_path: Path, mo
     assert np.array_equal(got_present, want_present)
     assert np.array_equal(got_mouths, want_mouths)          # the same video frame (and face) per model frame
     assert np.array_equal(got_mouths[want_present == 0], np.zeros_like(got_mouths[want_present == 0]))
-    final = [m for m in out if isinstance(m, Transcript) and m.final]
+    final = [m for m in out if isinstance(m, TRANSCRIPT_TYPES) and m.final]
     assert len(final) <= 1 and all((t.start_sample, t.end_sample) == (start, end) for t in final)
 
 
@@ -187,7 +181,7 @@ class TranscriptCollector(Node):
         self.got: list[Transcript] = []
 
     def on_message(self, port: str, msg: Message) -> None:
-        if isinstance(msg, Transcript):
+        if isinstance(msg, TRANSCRIPT_TYPES):
             self.got.append(msg)
 
 

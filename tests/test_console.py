@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from kikimimi.engine.messages import Control, ControlKind, Header, Message, SpeechEventKind, Transcript, VadEvent
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent
 from kikimimi.nodes.console_sink import (
     DIM,
     ERASE_LINE,
@@ -54,12 +55,12 @@ def test_final_line_format() -> None:
 
 
 def test_final_line_shows_the_face_that_spoke() -> None:
-    import dataclasses
+    from kikimimi.engine.msgs.fused import LabeledTranscript
 
-    fused = dataclasses.replace(PARTIALS[-1], face_id=2, face_score=0.814, speaker="alice")
+    fused = LabeledTranscript.of(PARTIALS[-1], face_id=2, face_score=0.814, speaker="alice")
     assert format_final(fused) == "[file] 1.23-4.56 s face 2 (0.81) alice: turn left"
-    assert format_final(dataclasses.replace(PARTIALS[-1], face_id=0)) == "[file] 1.23-4.56 s face 0: turn left"
-    assert format_partial(dataclasses.replace(PARTIALS[1], face_id=1, face_score=0.5)) == \
+    assert format_final(LabeledTranscript.of(PARTIALS[-1], face_id=0)) == "[file] 1.23-4.56 s face 0: turn left"
+    assert format_partial(LabeledTranscript.of(PARTIALS[1], face_id=1, face_score=0.5)) == \
         "[file] 1.23-4.56 s face 1 (0.50) ~ turn [left]"
 
 

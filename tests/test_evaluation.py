@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kikimimi.engine.messages import NO_SAMPLE, Header, SpeechEventKind, VadEvent
+from kikimimi.engine.messages import NO_SAMPLE, Header
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.models.evaluation import (
     SpeechScores,
     events_to_segments,

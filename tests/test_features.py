@@ -15,14 +15,15 @@ import pytest
 import soundfile as sf
 import soxr
 from faster_whisper.feature_extractor import FeatureExtractor
-from harness import run_node, run_source
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Features, Header, Message
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk, Features
 from kikimimi.engine.registry import load_kind
+from kikimimi.engine.testing import run_node, run_source
 from kikimimi.models.frontend import (
     KaldiFbankStream,
     WhisperMelStream,

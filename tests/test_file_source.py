@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from harness import run_source
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import MissingDependency, ParamError
-from kikimimi.engine.messages import AudioChunk, Message, VideoFrame
+from kikimimi.engine.messages import Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.vision import VideoFrame
+from kikimimi.engine.testing import run_source
 from kikimimi.nodes.file_source import FileSource
 
 LIBRI = "en/librispeech/1688/1688-142285-0002.flac"  # 2.835 s, 16 kHz mono

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from harness import run_node
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import GraphError, ParamError
 from kikimimi.engine.graph import load_graph
-from kikimimi.engine.messages import Control, ControlKind, Header, Message, SpeakerTurn, Transcript, Word
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.fused import LabeledTranscript
+from kikimimi.engine.msgs.speaker import SpeakerTurn
+from kikimimi.engine.msgs.speech import Transcript, Word
+from kikimimi.engine.testing import run_node
 from kikimimi.nodes.console_sink import format_final
 from kikimimi.nodes.fusion import FusionNode
 
@@ -23,14 +26,16 @@ def forwarded(node: FusionNode, msgs: list[Message]) -> list[tuple[str, int, int
     out = run_node(node, [("transcripts", m) for m in msgs])
     assert all(port == "transcripts" for port, _ in out)
     return [(m.header.stream_id, m.utterance_id, m.revision, m.final)
-            for _, m in out if isinstance(m, Transcript)]
+            for _, m in out if isinstance(m, LabeledTranscript)]
 
 
 def test_in_order_revisions_pass_unchanged() -> None:
     msgs: list[Message] = [tr(0, 0), tr(0, 1), tr(0, 2, final=True), tr(1, 0), tr(1, 1, final=True)]
     node = FusionNode("fusion")
     out = run_node(node, [("transcripts", m) for m in msgs])
-    assert [m for _, m in out] == msgs            # the very same objects, unchanged
+    # The same revisions, as LabeledTranscript with every recognizer field kept and no label added.
+    assert [m for _, m in out] == [LabeledTranscript.of(m) for m in msgs]  # type: ignore[arg-type]
+    assert all(type(m) is LabeledTranscript and m.header is t.header for (_, m), t in zip(out, msgs, strict=True))
     assert (node.forwarded, node.finals, node.dropped_out_of_date) == (5, 2, 0)
 
 
@@ -61,7 +66,7 @@ def test_memory_is_bounded_and_forgotten_utterances_are_out_of_date() -> None:
                            tr(0, 1), tr(1, 1), tr(3, 0)])
     assert got == [("a", 0, 0, True), ("a", 1, 0, True), ("a", 2, 0, True), ("a", 3, 0, False)]
     assert node.dropped_out_of_date == 2
-    assert len(node._streams["a"].utterances) == 2
+    assert len(node.streams["a"].utterances) == 2
 
 
 def test_end_of_stream_forgets_the_stream() -> None:
@@ -69,7 +74,7 @@ def test_end_of_stream_forgets_the_stream() -> None:
     eos = Control(Header("a", 0, -1, 0, "asr"), ControlKind.END_OF_STREAM)
     got = forwarded(node, [tr(0, 3), eos, tr(0, 0)])
     assert got == [("a", 0, 3, False), ("a", 0, 0, False)]
-    assert node._streams["a"].utterances[0].revision == 0
+    assert node.streams["a"].utterances[0].revision == 0
 
 
 def test_graph_wiring_is_validated() -> None:
@@ -113,7 +118,7 @@ def test_finals_wait_for_their_speaker_turns_and_words_get_the_turn_that_holds_t
     node.on_message("speakers", turn(0, 1, "voice_1", 2.4, 4.0, score=0.7))
     assert len(out) == 2
     got = out[-1]
-    assert isinstance(got, Transcript) and got.final and got.speaker == "voice_1" and got.speaker_score == 0.7
+    assert isinstance(got, LabeledTranscript) and got.final and got.speaker == "voice_1" and got.speaker_score == 0.7
     assert [w.speaker for w in got.words] == ["alice", "alice", "voice_1", "voice_1"]
     assert format_final(got) == "[a] 1.00-4.00 s alice: hello there | voice_1: bob here"
 
@@ -140,4 +145,4 @@ def test_a_final_goes_out_without_its_speaker_after_the_wait() -> None:
 def test_without_a_speaker_input_finals_do_not_wait() -> None:
     node = FusionNode("fusion")
     fin = final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)])
-    assert [m for _, m in run_node(node, [("transcripts", fin)])] == [fin]
+    assert [m for _, m in run_node(node, [("transcripts", fin)])] == [LabeledTranscript.of(fin)]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from kikimimi.engine.clock import ManualClock
-from kikimimi.engine.face_messages import NO_FACE, ActiveSpeaker
-from kikimimi.engine.messages import Control, ControlKind, Header, Message, Transcript
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.fused import LabeledTranscript
+from kikimimi.engine.msgs.speech import Transcript
+from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker
 from kikimimi.nodes.fusion import FusionNode
 
 SR = 16000
@@ -44,7 +46,7 @@ def test_the_face_that_speaks_most_over_the_utterance_is_attached() -> None:
     node.on_message("transcripts", final(1.0, 3.0))
     assert len(out) == 1
     got = out[0]
-    assert isinstance(got, Transcript) and got.face_id == 3 and abs(got.face_score - 0.8) < 1e-9
+    assert isinstance(got, LabeledTranscript) and got.face_id == 3 and abs(got.face_score - 0.8) < 1e-9
 
 
 def test_a_final_waits_for_the_active_speaker_windows_to_reach_its_end() -> None:
@@ -71,7 +73,7 @@ def test_nobody_speaking_leaves_face_id_unset_without_require_face() -> None:
     node.on_message("active", act(2, 0.9, 3.04))             # after the span: says the span is complete
     node.on_message("transcripts", final(1.0, 3.0))
     got = out[0]
-    assert isinstance(got, Transcript) and got.face_id == NO_FACE and abs(got.face_score - 0.15) < 1e-9
+    assert isinstance(got, LabeledTranscript) and got.face_id == NO_FACE and abs(got.face_score - 0.15) < 1e-9
 
 
 def test_require_face_suppresses_speech_no_visible_face_produced() -> None:
@@ -84,7 +86,7 @@ def test_require_face_suppresses_speech_no_visible_face_produced() -> None:
     node.on_message("active", act(2, 0.9, 5.0))
     node.on_message("active", act(2, 0.9, 5.04))
     node.on_message("transcripts", final(4.0, 5.0, utt=1, text="me"))
-    assert [(m.utterance_id, m.face_id) for m in out if isinstance(m, Transcript)] == [(1, 2)]
+    assert [(m.utterance_id, m.face_id) for m in out if isinstance(m, LabeledTranscript)] == [(1, 2)]
     assert node.suppressed_no_face == 2 and node.stats.dropped["no_face"] == 2
 
 
@@ -133,7 +135,7 @@ def test_the_face_label_does_not_depend_on_when_the_transcript_arrives() -> None
         for m in msgs[at:]:
             node.on_message("active", m)
         node.on_control("active", Control(Header("a", 0, -1, 0, "asd"), ControlKind.END_OF_STREAM))
-        got = [m for m in out if isinstance(m, Transcript)]
+        got = [m for m in out if isinstance(m, LabeledTranscript)]
         assert len(got) == 1
         labels.add((got[0].face_id, round(got[0].face_score, 6)))
     assert labels == {(2, 0.575)}                              # windows ending after 3.0 s never count

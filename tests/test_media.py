@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import run_source
 
+from kikimimi.engine.testing import run_source
 from kikimimi.models.media import read_container_audio
 from kikimimi.nodes.file_source import FileSource
 
@@ -25,7 +25,7 @@ def test_container_audio_equals_the_file_sources_stream(data_dir: Path) -> None:
 
 @pytest.mark.data
 def test_clip_frame_instants_equal_the_file_sources(data_dir: Path) -> None:
-    from kikimimi.engine.messages import VideoFrame
+    from kikimimi.engine.msgs.vision import VideoFrame
     from kikimimi.models.vision.clip import read_audio_video
 
     path = data_dir / "av" / "grid" / "bbaf2n.mpg"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,18 +13,18 @@ import pytest
 from kikimimi.engine.errors import MessageError, ParamError
 from kikimimi.engine.messages import (
     NO_SAMPLE,
-    AudioChunk,
     Control,
     ControlKind,
     Header,
     Message,
-    SpeechEventKind,
-    VadEvent,
-    VideoFrame,
     lookup_type,
     message_type,
+    register_types,
     registered_types,
 )
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.vision import VideoFrame
 from kikimimi.engine.params import REQUIRED, Param, ParamValues, validate_params
 
 
@@ -164,13 +166,36 @@ def test_registry() -> None:
 
 
 def test_registering_a_second_class_under_a_taken_name_fails() -> None:
+    @message_type
+    @dataclass(frozen=True, slots=True)
+    class AudioChunk(Message):
+        x: int = 0
+
     with pytest.raises(MessageError, match="'AudioChunk' is already registered"):
-        @message_type
-        @dataclass(frozen=True, slots=True)
-        class AudioChunk(Message):
-            x: int = 0
+        register_types([AudioChunk])
     assert lookup_type("AudioChunk") is not None and lookup_type("AudioChunk").__module__ == (
-        "kikimimi.engine.messages")
+        "kikimimi.engine.msgs.audio")
+
+
+def test_naming_a_type_registers_nothing_and_registering_is_explicit() -> None:
+    @message_type
+    @dataclass(frozen=True, slots=True)
+    class OnlyNamed(Message):
+        x: int = 0
+
+    assert OnlyNamed.type_name == "OnlyNamed" and lookup_type("OnlyNamed") is None
+    register_types([OnlyNamed, OnlyNamed])      # twice: a no-op
+    assert lookup_type("OnlyNamed") is OnlyNamed
+    with pytest.raises(MessageError, match="not a message type"):
+        register_types([Header])  # type: ignore[list-item]
+
+
+def test_importing_the_engine_imports_no_message_family() -> None:
+    code = ("import sys, kikimimi.engine, kikimimi.engine.messages, kikimimi.engine.wire, kikimimi.engine.queues, "
+            "kikimimi.engine.runner, kikimimi.engine.zmq_transport, kikimimi.engine.msgs; "
+            "print(sorted(m for m in sys.modules if m.startswith('kikimimi.engine.msgs.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------------ params

@@ -14,7 +14,7 @@ import pytest
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import DeviceUnavailable, MissingDependency
-from kikimimi.engine.messages import AudioChunk
+from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.nodes.mic_source import MicSource
 
 

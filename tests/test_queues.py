@@ -10,8 +10,9 @@ import pytest
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Header, Message
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
 from kikimimi.engine.metrics import NodeStats, format_stats
+from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.queues import DEFAULT_CAPACITY, Inbox, Policy, QueueConfig
 
 MS = 1_000_000

@@ -9,7 +9,8 @@ import pytest
 from toy_nodes import Collect
 
 from kikimimi.engine.graph import GraphBuilder, GraphSpec
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind
+from kikimimi.engine.messages import Control, ControlKind
+from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.runner import GraphFailed, Runner
 
 

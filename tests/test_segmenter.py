@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kikimimi.engine.messages import NO_SAMPLE, SpeechEventKind
+from kikimimi.engine.messages import NO_SAMPLE
+from kikimimi.engine.msgs.speech import SpeechEventKind
 from kikimimi.models.segmenter import SegmentDecision, SpeechSegmenter
 
 START, END = SpeechEventKind.SPEECH_START, SpeechEventKind.SPEECH_END

@@ -12,16 +12,10 @@ import pytest
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import MessageError, ParamError
 from kikimimi.engine.jsonio import message_from_json, message_to_json
-from kikimimi.engine.messages import (
-    AudioChunk,
-    Control,
-    ControlKind,
-    Header,
-    Message,
-    SpeechEventKind,
-    VadEvent,
-    VideoFrame,
-)
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.vision import VideoFrame
 from kikimimi.nodes.console_sink import ConsoleSink
 from kikimimi.nodes.file_source import FileSource
 from kikimimi.nodes.jsonl_sink import JsonlSink

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from harness import run_node
 
-from kikimimi.engine.messages import AudioChunk, Header, SpeakerEmbedding, SpeakerTurn, VadEvent
+from kikimimi.engine.messages import Header
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speaker import SpeakerEmbedding, SpeakerTurn
+from kikimimi.engine.msgs.speech import VadEvent
+from kikimimi.engine.testing import run_node
 from kikimimi.models.evaluation import der, read_rttm
 from kikimimi.models.speaker.calibrate import eer
 from kikimimi.models.speaker.encoder import SpeakerEncoder, load_encoder

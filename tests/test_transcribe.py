@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from kikimimi.engine.jsonio import message_from_json, message_to_json
-from kikimimi.engine.messages import Header, Transcript, Word
+from kikimimi.engine.messages import Header
+from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES
+from kikimimi.engine.msgs.speech import Transcript, Word
 from kikimimi.launch.cli import main, resolve_graph
 from kikimimi.launch.subtitles import Cue, file_text, format_srt, format_vtt, make_cues, timestamp
 from kikimimi.launch.transcribe import COLLECTOR, Progress, transcribe_graph
@@ -183,10 +185,10 @@ def test_vtt_srt_and_jsonl(data_dir: Path, tmp_path: Path, capsys: pytest.Captur
     code, out, err = cli(["--model", "tiny.en", "--format", "jsonl", jfk], capsys)
     assert code == 0, err
     objs = [json.loads(ln) for ln in out.splitlines()]
-    assert objs and all(o["type"] == "Transcript" and o["final"] and o["file"] == jfk for o in objs)
+    assert objs and all(o["type"] == "LabeledTranscript" and o["final"] and o["file"] == jfk for o in objs)
     finals = [message_from_json({k: v for k, v in o.items() if k != "file"}) for o in objs]
-    assert all(isinstance(t, Transcript) and t.words for t in finals if isinstance(t, Transcript) and t.committed)
-    assert " ".join(t.committed for t in finals if isinstance(t, Transcript)).lower().count("country") >= 1
+    assert all(t.words for t in finals if isinstance(t, TRANSCRIPT_TYPES) and t.committed)
+    assert " ".join(t.committed for t in finals if isinstance(t, TRANSCRIPT_TYPES)).lower().count("country") >= 1
 
 
 def test_usage_errors_name_the_problem(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

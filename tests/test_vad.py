@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from harness import run_node
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Header, SpeechEventKind, VadEvent
+from kikimimi.engine.messages import Control, ControlKind, Header
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.registry import load_kind
+from kikimimi.engine.testing import run_node
 from kikimimi.models.evaluation import n_frames_for, read_rttm, rttm_frames, speech_scores, vad_frames
+from kikimimi.models.pcm import float_to_int16
 from kikimimi.models.silero import SileroVad
-from kikimimi.nodes._audio import float_to_int16
 from kikimimi.nodes.vad import TwoStageVad
 
 CLIPS = [

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import NO_SAMPLE, Header, SpeechEventKind, VadEvent
-from kikimimi.engine.vad_sync import VadGate, event_position
+from kikimimi.engine.messages import NO_SAMPLE, Header
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.nodes._vad_sync import VadGate, event_position
 
 RATE = 16000
 

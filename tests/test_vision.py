@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.models.vision import _deps
 from kikimimi.models.vision.clip import AvClip, read_av_clip
 from kikimimi.models.vision.landmarks import lip_aperture, plausible

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import run_node, run_source
 
 from kikimimi.engine.errors import DeviceUnavailable
-from kikimimi.engine.face_messages import Faces
-from kikimimi.engine.messages import NO_SAMPLE, Header, Message, VideoFrame
+from kikimimi.engine.messages import NO_SAMPLE, Header, Message
+from kikimimi.engine.msgs.vision import Faces, VideoFrame
+from kikimimi.engine.testing import run_node, run_source
 from kikimimi.nodes.camera_source import CameraSource
 from kikimimi.nodes.file_source import FileSource
 from kikimimi.nodes.vision import VisionNode

@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import webrtcvad
-from harness import run_node, run_source
 
 from kikimimi.engine.clock import ManualClock
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import (
-    AudioChunk,
-    Control,
-    ControlKind,
-    Header,
-    Message,
-    SpeechEventKind,
-    VadEvent,
-)
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.testing import run_node, run_source
 from kikimimi.nodes.file_source import FileSource
 from kikimimi.nodes.webrtc_vad import WebrtcVad
 

@@ -12,17 +12,10 @@ from hypothesis import strategies as st
 
 from kikimimi.engine import wire
 from kikimimi.engine.errors import WireError
-from kikimimi.engine.messages import (
-    NO_SAMPLE,
-    AudioChunk,
-    Control,
-    ControlKind,
-    Header,
-    Message,
-    SpeechEventKind,
-    VadEvent,
-    VideoFrame,
-)
+from kikimimi.engine.messages import NO_SAMPLE, Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.vision import VideoFrame
 
 PREFIX = b"KM\x01\x00"
 

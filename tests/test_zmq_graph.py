@@ -20,7 +20,9 @@ import pytest
 import zmq
 
 from kikimimi.engine.graph import GraphBuilder, GraphSpec
-from kikimimi.engine.messages import AudioChunk, Header, SpeechEventKind, VadEvent
+from kikimimi.engine.messages import Header
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.procs import ProcessRunner
 from kikimimi.engine.runner import GraphFailed, Runner
 from kikimimi.engine.wire import encode

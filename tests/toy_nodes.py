@@ -8,7 +8,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from kikimimi.engine.messages import AudioChunk, Control, Message
+from kikimimi.engine.messages import Control, Message
+from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.node import Node, PortSpec, Source
 from kikimimi.engine.params import Param
 from kikimimi.engine.queues import QueueConfig

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from kikimimi.engine.messages import Word
+from kikimimi.engine.msgs.speech import Word
 
 SAMPLE_RATE = 16000
 AUTO = "auto"

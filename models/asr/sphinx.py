@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.errors import MissingDependency, ParamError
-from kikimimi.engine.messages import Word
+from kikimimi.engine.msgs.speech import Word
 from kikimimi.models.asr.grammar import (
     GRAMMAR_DIR,
     load_grammar,

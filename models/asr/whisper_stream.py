@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import Word
+from kikimimi.engine.msgs.speech import Word
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.asr.hallucination import is_silence_phrase
 from kikimimi.models.asr.policy import LocalAgreement, StreamPolicy, TimedWord, trim_point

@@ -7,7 +7,7 @@
   - ``accept_audio(samples, sample_index)``: mono float32 samples in [-1, 1] at ``sample_rate``,
     the first at ``sample_index`` on the stream's audio clock (contiguous; a gap is filled with zeros).
   - ``accept_video(mouth, sample_index)``: one video frame's mouth region, uint8 (96, 96) grayscale
-    (:data:`~kikimimi.engine.face_messages.MOUTH_SIZE`), or None when no face was seen in that frame,
+    (:data:`~kikimimi.engine.msgs.vision.MOUTH_SIZE`), or None when no face was seen in that frame,
     at ``sample_index`` = the frame's instant on the audio clock. Frames come in time order.
   - ``begin(start_sample)`` / ``endpoint(end_sample)``: an utterance (VAD SPEECH_START / SPEECH_END).
   - ``step()``: decode what is due now and return the new :class:`Revision` to publish, or None.

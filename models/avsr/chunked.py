@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.models.avsr.base import AvRecognizer
 from kikimimi.models.avsr.checkpoint import load_checkpoint
 from kikimimi.models.avsr.chunked_stream import ChunkedAvStream

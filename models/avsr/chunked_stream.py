@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kikimimi.engine.errors import KikimimiError, ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE
-from kikimimi.engine.messages import Word
+from kikimimi.engine.msgs.speech import Word
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.asr.recognizer import Revision
 from kikimimi.models.avsr.base import AvStream

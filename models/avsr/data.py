@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.errors import KikimimiError, ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE, NO_FACE, Face
+from kikimimi.engine.msgs.vision import MOUTH_SIZE, NO_FACE, Face
 from kikimimi.models.avsr.model import (
     FRAME_SAMPLES,
     STACK,
@@ -177,8 +177,9 @@ class GraphClip:
 def read_graph_clip(video: str | Path, vision_params: dict[str, Any] | None = None) -> GraphClip:
     """Play ``video`` through the ``file_source`` node (video on, 16 kHz mono int16, 20 ms chunks, speed 0) and
     its frames through a ``vision`` node (``vision_params``; default: the node's defaults), both offline."""
-    from kikimimi.engine.face_messages import Faces
-    from kikimimi.engine.messages import AudioChunk, Message, VideoFrame
+    from kikimimi.engine.messages import Message
+    from kikimimi.engine.msgs.audio import AudioChunk
+    from kikimimi.engine.msgs.vision import Faces, VideoFrame
     from kikimimi.nodes.file_source import FileSource
     from kikimimi.nodes.vision import VisionNode
 

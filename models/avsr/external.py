@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.errors import KikimimiError, MissingDependency, ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE
 from kikimimi.engine.jsonio import read_json_object
-from kikimimi.engine.messages import Word
+from kikimimi.engine.msgs.speech import Word
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.asr.policy import AdaptiveInterval, LocalAgreement, StreamPolicy
 from kikimimi.models.asr.text import is_unspaced, tidy

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.models.avsr.conformer import ConformerStack, LayerCache
 
 VOCAB = " 'abcdefghijklmnopqrstuvwxyz"

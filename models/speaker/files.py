@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from kikimimi.engine.errors import KikimimiError
-from kikimimi.engine.messages import AudioChunk, Control, ControlKind, Header, Message, SpeechEventKind, VadEvent
+from kikimimi.engine.messages import Control, ControlKind, Header, Message
+from kikimimi.engine.msgs.audio import AudioChunk
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.models.media import read_container_audio
+from kikimimi.models.pcm import float_to_int16
 from kikimimi.models.speaker.encoder import SpeakerEncoder
 from kikimimi.models.speaker.windows import Embedded, embed_audio
-from kikimimi.nodes._audio import float_to_int16
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kikimimi.engine.errors import KikimimiError
-from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.models.media import read_container_audio
 from kikimimi.models.vision.frontend import VisionFrontEnd
 

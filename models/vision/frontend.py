@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kikimimi.engine.errors import MessageError
-from kikimimi.engine.face_messages import Face
+from kikimimi.engine.msgs.vision import Face
 from kikimimi.models.vision import _deps
 from kikimimi.models.vision.detect import HaarFaceDetector
 from kikimimi.models.vision.landmarks import LandmarkPredictor, lip_aperture

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.face_messages import MOUTH_SIZE
+from kikimimi.engine.msgs.vision import MOUTH_SIZE
 from kikimimi.models.vision import _deps
 from kikimimi.models.vision.landmarks import MOUTH, eye_centres
 

@@ -1,10 +1,9 @@
-"""Messages of the vision side: the faces seen in one video frame, and who of them is speaking.
+"""Vision family: video frames, the faces seen in each, and who of them is speaking.
 
 Like every message (see :mod:`kikimimi.engine.messages`) they are frozen, slotted dataclasses with a
-:class:`~kikimimi.engine.messages.Header` carrying integer time: ``header.sample_index`` is the audio
-sample index at the frame's instant (the same clock as the stream's audio) and ``header.t_ns`` the
-frame's capture time in monotonic nanoseconds.
-"""
+:class:`~kikimimi.engine.messages.Header` carrying integer time: for faces and active-speaker messages
+``header.sample_index`` is the audio sample index at the frame's instant (the same clock as the
+stream's audio) and ``header.t_ns`` the frame's capture time in monotonic nanoseconds."""
 
 from __future__ import annotations
 
@@ -14,6 +13,43 @@ import numpy as np
 
 from kikimimi.engine.errors import MessageError
 from kikimimi.engine.messages import Message, message_type
+
+PIXEL_FORMATS = {"bgr24": 3, "rgb24": 3, "gray": 1}
+
+
+@message_type
+@dataclass(frozen=True, slots=True, eq=False)
+class VideoFrame(Message):
+    """One video frame, shape (height, width, channels) uint8.
+
+    header.t_ns is the frame's presentation time on the stream clock; header.sample_index is the audio
+    sample index at that instant (NO_SAMPLE when the stream has no audio clock).
+    """
+
+    image: np.ndarray
+    pixel_format: str
+    frame_index: int
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3:
+            raise MessageError(
+                "VideoFrame.image must be a uint8 array of shape (height, width, channels), got "
+                f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}"
+            )
+        want = PIXEL_FORMATS.get(self.pixel_format)
+        if want is None:
+            raise MessageError(
+                f"VideoFrame.pixel_format {self.pixel_format!r} is not allowed; allowed: {sorted(PIXEL_FORMATS)}"
+            )
+        if img.shape[2] != want:
+            raise MessageError(
+                f"VideoFrame with pixel_format {self.pixel_format!r} needs {want} channels, got {img.shape[2]}"
+            )
+        if self.frame_index < 0:
+            raise MessageError(f"VideoFrame.frame_index must be >= 0, got {self.frame_index}")
+
+
 
 MOUTH_SIZE = 96
 """Side of the square grayscale mouth crop (the input AV-HuBERT-style models expect)."""

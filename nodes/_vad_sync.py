@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import deque
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import SpeechEventKind, VadEvent
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 
 
 def event_position(ev: VadEvent) -> int:

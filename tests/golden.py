@@ -1,0 +1,257 @@
+"""Golden-output harness: every message every node emits, every log line and the console's output, on
+real clips, through the real ``kikimimi run`` command, in-process and over ZeroMQ.
+
+A refactoring that must not change behaviour records the golden files first and checks them after::
+
+    python tests/golden.py record               # writes tests/golden/<case>.json (in-process run)
+    python tests/golden.py check                # every case, in-process and over ZeroMQ
+    python tests/golden.py check --case jfk --transport zmq
+
+Each case runs a bundled graph on one clip of ``../shared/data`` at full speed (``--speed 0``: every
+queue blocks, nothing is dropped), with a ``jsonl_sink`` tap added that reads every output port of
+every node. The settings that would make a run depend on the machine's speed are pinned: the asr
+node decodes partials every fixed 300 ms of audio (not an interval adapted to the measured decode
+time) and never skips partials for lag; fusion waits as long as it takes for speaker turns; the
+speaker node reads no enrollment database.
+
+What is compared, per case:
+
+* ``messages``: for each ``node.port`` and stream, the messages in emission order, without
+  ``header.t_ns`` (a time of day). Arrays are compared by dtype, shape and a SHA-256 of their bytes.
+* ``log``: every log line at INFO and above, in order per logger (lines of different nodes
+  interleave differently from run to run, so each logger's lines are compared as a sequence), with
+  decimal numbers masked (they are timings).
+
+Some outputs depend on thread scheduling by design (partials, the speaker node's window cuts; see
+``FINALS_ONLY``, ``UTTERANCE_ONLY`` and ``TIMING_FIELDS`` below): those are compared on what is
+deterministic (finals, utterance embeddings), which is what was seen identical run after run.
+* ``stdout``: the console sink's lines.
+
+``RENAMED`` lists message types that a refactoring renamed on purpose (old name -> new name) with
+the fields the new type added; the check maps the new type back before comparing, so a renamed
+type must still carry every old field with the same value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+GRAPHS = ROOT / "launch"
+TAP = "golden_tap"  # tap nodes are golden_tap_0, golden_tap_1, ...
+
+# Settings that make a run independent of the machine's speed (see the module docstring).
+PINNED = (
+    "asr.min_interval_ms=300", "asr.max_interval_ms=300", "asr.max_lag_ms=0",
+)
+DEFAULT_PINNED = (*PINNED, "speaker.db=none", "fusion.speaker_wait_ms=600000")
+AV_PINNED = (*PINNED, "fusion.speaker_wait_ms=600000")
+
+# Outputs whose partial (non-final) messages depend on how the inputs of their node interleave, which
+# depends on thread scheduling: a partial is decoded from whatever frames arrived when it fell due, and
+# fusion labels a partial with the speaker turns that arrived before it. Only their finals are compared, without
+# their revision number and header.seq (which count the partials before them).
+FINALS_ONLY = ("asr.transcripts", "avsr.transcripts", "fusion.transcripts", "speaker.turns")
+# The speaker node's sliding windows are cut at the VAD's watermarks as they arrive, so how many window
+# embeddings an utterance gets, and the provisional turns fusion has seen when a final's score is
+# averaged, depend on scheduling too: only utterance embeddings are compared, and a fused final's
+# speaker_score is left out (its speaker and every word's speaker are compared).
+UTTERANCE_ONLY = ("speaker.embeddings",)
+# Fields measured from the wall clock (Faces.fps: the frame rate measured from capture times, which a
+# file played at full speed stamps as it reads).
+TIMING_FIELDS = {"Faces": ("fps",)}
+NUMBER = re.compile(r"\d+\.\d+")
+
+# New type name -> (old type name, fields the new type added that the old one did not have).
+RENAMED: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    graph: str
+    clip: str
+    settings: tuple[str, ...]
+
+
+CASES = (
+    Case("librispeech", "default", "en/librispeech/1688/1688-142285-0003.flac", DEFAULT_PINNED),
+    Case("jfk", "default", "en/jfk/jfk.flac", DEFAULT_PINNED),
+    Case("fleurs", "default", "ja/fleurs/fleurs_ja_1837.wav", DEFAULT_PINNED),
+    Case("ami", "default", "diarization/ami/dev00.wav", DEFAULT_PINNED),
+    Case("grid", "av", "av/grid/lbax4n.mpg", (*AV_PINNED, "asr.backend=sphinx", "asr.model=grid")),
+    Case("grid_whisper", "av", "av/grid/bbaf2n.mpg", AV_PINNED),
+)
+
+
+def _output_ports(kind: str) -> list[str]:
+    from kikimimi.engine.registry import load_kind
+
+    return [p.name for p in load_kind(kind).outputs]
+
+
+def tapped_graph(graph: str, out_dir: Path) -> dict[str, Any]:
+    """The bundled graph ``graph`` with one jsonl_sink per output port of every node (``tap_<i>`` writing
+    ``<out_dir>/<node>.<port>.jsonl``): a message's header names the node that made it, not the edge it
+    left by (fusion passes transcripts on with the recognizer's header)."""
+    d = yaml.safe_load((GRAPHS / f"{graph}.yaml").read_text())
+    feeds = [f"{name}.{port}" for name, nd in d["nodes"].items() for port in _output_ports(nd["kind"])]
+    for i, feed in enumerate(feeds):
+        d["nodes"][f"{TAP}_{i}"] = {
+            "kind": "jsonl_sink",
+            "params": {"path": str(out_dir / f"{feed}.jsonl"), "include_arrays": True, "include_timing": False},
+            "inputs": {"in": {"from": feed, "policy": "block", "capacity": 4096}},
+        }
+    return d
+
+
+def _digest(value: Any) -> Any:
+    """Arrays (dicts with dtype, shape and data) become dtype, shape and a hash of the data."""
+    if isinstance(value, dict):
+        if set(value) == {"dtype", "shape", "data"}:
+            blob = json.dumps(value["data"], separators=(",", ":")).encode()
+            return {"dtype": value["dtype"], "shape": value["shape"],
+                    "sha256": hashlib.sha256(blob).hexdigest()[:24]}
+        return {k: _digest(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_digest(v) for v in value]
+    return value
+
+
+def canonical(feed: str, obj: dict[str, Any]) -> tuple[str, str]:
+    """(group key "node.port/stream", canonical line) of one message tapped from output ``feed``."""
+    obj = _digest(obj)
+    renamed = RENAMED.get(obj["type"])
+    if renamed is not None:
+        old, added = renamed
+        obj = {k: v for k, v in obj.items() if k not in added}
+        obj["type"] = old
+    h = obj["header"]
+    return f"{feed}/{h['stream_id']}", json.dumps(obj, sort_keys=True, ensure_ascii=False)
+
+
+def _log_groups(stderr: str) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for line in stderr.splitlines():
+        parts = line.split(" ", 2)
+        line = NUMBER.sub("#", line)   # decimals in log lines are timings (ms/frame, s)
+        if len(parts) == 3 and parts[0] in ("INFO", "WARNING", "ERROR", "CRITICAL") and parts[1].endswith(":"):
+            groups[parts[1][:-1]].append(line)
+        elif line.strip():
+            groups["(other)"].append(line)
+    return dict(groups)
+
+
+def run_case(case: Case, transport: str) -> dict[str, Any]:
+    """Run ``case`` once; returns its messages, log lines and console lines."""
+    clip = DATA / case.clip
+    if not clip.exists():
+        raise FileNotFoundError(f"golden case {case.name}: {clip} not found (see ../shared/data)")
+    with tempfile.TemporaryDirectory(prefix="kkm-golden-") as tmp:
+        taps = Path(tmp) / "taps"
+        taps.mkdir()
+        graph = Path(tmp) / "graph.yaml"
+        graph.write_text(yaml.safe_dump(tapped_graph(case.graph, taps)))
+        cmd = [sys.executable, "-m", "kikimimi.launch.cli", "--log-level", "INFO", "run", str(graph),
+               "--input", str(clip), "--speed", "0", "--transport", transport]
+        for s in case.settings:
+            cmd += ["--set", s]
+        env = {**os.environ, "KIKIMIMI_SPEAKERS_DB": str(Path(tmp) / "speakers.db")}
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"golden case {case.name} ({transport}) exited {proc.returncode}:\n{proc.stderr}")
+        messages: dict[str, list[str]] = defaultdict(list)
+        for path in sorted(taps.glob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                obj = json.loads(line)
+                if path.stem in FINALS_ONLY:
+                    if not obj.get("final", True):
+                        continue
+                    obj.pop("revision", None)   # it and header.seq count the partials before the final
+                    del obj["header"]["seq"]
+                    if path.stem == "fusion.transcripts":
+                        del obj["speaker_score"]
+                if path.stem in UTTERANCE_ONLY:
+                    if obj["kind"] != "utterance":
+                        continue
+                    del obj["header"]["seq"]
+                for f in TIMING_FIELDS.get(obj["type"], ()):
+                    del obj[f]
+                key, text = canonical(path.stem, obj)
+                messages[key].append(text)
+    return {"case": case.name, "graph": case.graph, "clip": case.clip, "settings": list(case.settings),
+            "messages": dict(sorted(messages.items())), "log": _log_groups(proc.stderr),
+            "stdout": proc.stdout.splitlines()}
+
+
+def compare(golden: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """Differences between a golden run and a new one, one line each (empty: identical)."""
+    diffs: list[str] = []
+    for part in ("messages", "log"):
+        g, n = golden[part], got[part]
+        for key in sorted(set(g) | set(n)):
+            a, b = g.get(key, []), n.get(key, [])
+            if a == b:
+                continue
+            first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            diffs.append(f"{part} {key}: {len(a)} golden vs {len(b)} now; first difference at #{first}:\n"
+                         f"    golden: {a[first] if first < len(a) else '(none)'}\n"
+                         f"    now:    {b[first] if first < len(b) else '(none)'}")
+    if golden["stdout"] != got["stdout"]:
+        diffs.append("stdout differs:\n    golden: " + " | ".join(golden["stdout"])
+                     + "\n    now:    " + " | ".join(got["stdout"]))
+    return diffs
+
+
+def golden_path(case: Case) -> Path:
+    return GOLDEN_DIR / f"{case.name}.json"
+
+
+def check(case: Case, transport: str) -> list[str]:
+    golden = json.loads(golden_path(case).read_text(encoding="utf-8"))
+    return compare(golden, run_case(case, transport))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=("record", "check"))
+    ap.add_argument("--case", action="append", help="case name (repeatable); default: all")
+    ap.add_argument("--transport", action="append", choices=("inproc", "zmq"),
+                    help="record: inproc; check: both unless given")
+    args = ap.parse_args(argv)
+    cases = [c for c in CASES if not args.case or c.name in args.case]
+    if args.action == "record":
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        for c in cases:
+            got = run_case(c, (args.transport or ["inproc"])[0])
+            golden_path(c).write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"recorded {c.name}: {sum(map(len, got['messages'].values()))} messages")
+        return 0
+    failed = 0
+    for c in cases:
+        for t in args.transport or ["inproc", "zmq"]:
+            diffs = check(c, t)
+            print(f"{c.name} {t}: {'identical' if not diffs else f'{len(diffs)} differences'}")
+            for d in diffs:
+                print("  " + d)
+            failed += bool(diffs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
