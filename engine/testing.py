@@ -51,11 +51,16 @@ class NodeHarness:
         node.clock = self.clock
         if connected is not None:
             node.connected_inputs = frozenset(connected)
-        self.out: list[tuple[str, Message]] = []
-        node.bind(lambda port, msg: self.out.append((port, msg)))
+        self.out: list[tuple[str, Message]] = []     # (port, message), in emission order
+        self.messages: list[Message] = []            # the same messages without their ports
+        node.bind(self._collect)
         self.started = False
         if start:
             self.start()
+
+    def _collect(self, port: str, msg: Message) -> None:
+        self.out.append((port, msg))
+        self.messages.append(msg)
 
     def start(self) -> None:
         """Call the node's ``on_start``."""
