@@ -17,7 +17,9 @@ speaker node reads no enrollment database.
 What is compared, per case:
 
 * ``messages``: for each ``node.port`` and stream, the messages in emission order, without
-  ``header.t_ns`` (a time of day). Arrays are compared by dtype, shape and a SHA-256 of their bytes.
+  ``header.t_ns`` (a time of day): every output of every node in-process; over ZeroMQ, where each tap
+  is a process, the outputs in ``ZMQ_FEEDS`` (VAD events, speaker turns and embeddings, active
+  speakers, fused transcripts). Arrays are compared by dtype, shape and a SHA-256 of their bytes.
 * ``log``: every log line at INFO and above, in order per logger (lines of different nodes
   interleave differently from run to run, so each logger's lines are compared as a sequence), with
   decimal numbers masked (they are timings).
@@ -32,9 +34,11 @@ the speaker node's last utterance of a file depends on whether the audio's or th
 comes first (it can lose that utterance's embedding), so the two transports can differ from each
 other while each is the same run after run.
 
-``RENAMED`` lists message types that a refactoring renamed on purpose (old name -> new name) with
-the fields the new type added; the check maps the new type back before comparing, so a renamed
-type must still carry every old field with the same value.
+``RENAMED`` and ``DROPPED`` say how a refactoring changed message shapes on purpose; before comparing,
+both sides are brought to one form (:func:`normalize`), so a changed shape must still carry every old
+value: the fusion node's output became ``LabeledTranscript`` (it was a ``Transcript`` carrying the
+labels), and the recognizer's ``Transcript`` lost the label fields, which recognizers always left at
+their defaults (a golden line with a label set there would still differ).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ DATA = ROOT.parent / "shared" / "data"
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 GRAPHS = ROOT / "launch"
 TAP = "golden_tap"  # tap nodes are golden_tap_0, golden_tap_1, ...
+TIMEOUT_S = 1200
 
 # Settings that make a run independent of the machine's speed (see the module docstring). The speaker
 # node takes no window past the VAD's watermark (vad_lookahead_ms=0): with the default look-ahead the
@@ -85,8 +90,19 @@ UTTERANCE_ONLY = ("speaker.embeddings",)
 TIMING_FIELDS = {"Faces": ("fps",)}
 NUMBER = re.compile(r"\d+\.\d+")
 
-# New type name -> (old type name, fields the new type added that the old one did not have).
-RENAMED: dict[str, tuple[str, tuple[str, ...]]] = {}
+# What the single ZeroMQ tap reads: message type -> the output it comes from (one output per type; the
+# big arrays of audio, features, frames and faces are compared in-process, where taps cost no process).
+ZMQ_FEEDS = {"Transcript": "fusion.transcripts", "LabeledTranscript": "fusion.transcripts",
+             "VadEvent": "vad.events", "SpeakerTurn": "speaker.turns", "SpeakerEmbedding": "speaker.embeddings",
+             "ActiveSpeaker": "active.active"}
+
+# New type name -> (old type name, the fields the new type added, with the one value they may have to count
+# as absent).
+RENAMED: dict[str, tuple[str, dict[str, Any]]] = {"LabeledTranscript": ("Transcript", {"affect": []})}
+# Type -> fields a type lost, with the value they always had when they existed.
+DROPPED: dict[str, dict[str, Any]] = {
+    "Transcript": {"speaker": "", "speaker_score": 0.0, "face_id": -1, "face_score": 0.0},
+}
 
 
 @dataclass(frozen=True)
@@ -113,12 +129,23 @@ def _output_ports(kind: str) -> list[str]:
     return [p.name for p in load_kind(kind).outputs]
 
 
-def tapped_graph(graph: str, out_dir: Path) -> dict[str, Any]:
-    """The bundled graph ``graph`` with one jsonl_sink per output port of every node (``tap_<i>`` writing
-    ``<out_dir>/<node>.<port>.jsonl``): a message's header names the node that made it, not the edge it
-    left by (fusion passes transcripts on with the recognizer's header)."""
+def tapped_graph(graph: str, out_dir: Path, transport: str) -> dict[str, Any]:
+    """The bundled graph ``graph`` with taps (``jsonl_sink`` nodes named ``golden_tap_<i>``) added.
+
+    In-process: one tap per output port of every node, writing ``<out_dir>/<node>.<port>.jsonl`` (a
+    message's header names the node that made it, not the edge it left by: fusion passes transcripts on
+    with the recognizer's header). Over ZeroMQ, where every tap is a process of its own, one tap reads
+    the outputs of ``ZMQ_FEEDS`` (each message type comes from one of them) into ``zmq.jsonl``."""
     d = yaml.safe_load((GRAPHS / f"{graph}.yaml").read_text())
     feeds = [f"{name}.{port}" for name, nd in d["nodes"].items() for port in _output_ports(nd["kind"])]
+    if transport == "zmq":
+        d["nodes"][f"{TAP}_0"] = {
+            "kind": "jsonl_sink",
+            "params": {"path": str(out_dir / "zmq.jsonl"), "include_arrays": True, "include_timing": False},
+            "inputs": {"in": {"from": [f for f in feeds if f in ZMQ_FEEDS.values()], "policy": "block",
+                              "capacity": 4096}},
+        }
+        return d
     for i, feed in enumerate(feeds):
         d["nodes"][f"{TAP}_{i}"] = {
             "kind": "jsonl_sink",
@@ -126,6 +153,11 @@ def tapped_graph(graph: str, out_dir: Path) -> dict[str, Any]:
             "inputs": {"in": {"from": feed, "policy": "block", "capacity": 4096}},
         }
     return d
+
+
+def _feed_of(stem: str, obj: dict[str, Any]) -> str:
+    """The output a tapped message left by: the file's name in-process, its type's feed over ZeroMQ."""
+    return ZMQ_FEEDS[obj["type"]] if stem == "zmq" else stem
 
 
 def _digest(value: Any) -> Any:
@@ -144,22 +176,21 @@ def _digest(value: Any) -> Any:
 def canonical(feed: str, obj: dict[str, Any]) -> tuple[str, str]:
     """(group key "node.port/stream", canonical line) of one message tapped from output ``feed``."""
     obj = _digest(obj)
-    renamed = RENAMED.get(obj["type"])
-    if renamed is not None:
-        old, added = renamed
-        obj = {k: v for k, v in obj.items() if k not in added}
-        obj["type"] = old
     h = obj["header"]
     return f"{feed}/{h['stream_id']}", json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
+LOG_LINE = re.compile(r"^(INFO|WARNING|ERROR|CRITICAL) (?:\[[a-z0-9_]+\] )?([\w.]+): ")
+
+
 def _log_groups(stderr: str) -> dict[str, list[str]]:
+    """Log lines by logger (a ZeroMQ worker's ``[node]`` prefix dropped), decimals masked; other lines apart."""
     groups: dict[str, list[str]] = defaultdict(list)
     for line in stderr.splitlines():
-        parts = line.split(" ", 2)
         line = NUMBER.sub("#", line)   # decimals in log lines are timings (ms/frame, s)
-        if len(parts) == 3 and parts[0] in ("INFO", "WARNING", "ERROR", "CRITICAL") and parts[1].endswith(":"):
-            groups[parts[1][:-1]].append(line)
+        m = LOG_LINE.match(line)
+        if m:
+            groups[m.group(2)].append(f"{m.group(1)} {m.group(2)}: {line[m.end():]}")
         elif line.strip():
             groups["(other)"].append(line)
     return dict(groups)
@@ -174,37 +205,51 @@ def run_case(case: Case, transport: str) -> dict[str, Any]:
         taps = Path(tmp) / "taps"
         taps.mkdir()
         graph = Path(tmp) / "graph.yaml"
-        graph.write_text(yaml.safe_dump(tapped_graph(case.graph, taps)))
+        graph.write_text(yaml.safe_dump(tapped_graph(case.graph, taps, transport)))
         cmd = [sys.executable, "-m", "kikimimi.launch.cli", "--log-level", "INFO", "run", str(graph),
                "--input", str(clip), "--speed", "0", "--transport", transport]
         for s in case.settings:
             cmd += ["--set", s]
         env = {**os.environ, "KIKIMIMI_SPEAKERS_DB": str(Path(tmp) / "speakers.db")}
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=TIMEOUT_S, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"golden case {case.name} ({transport}) exited {proc.returncode}:\n{proc.stderr}")
         messages: dict[str, list[str]] = defaultdict(list)
         for path in sorted(taps.glob("*.jsonl")):
             for line in path.read_text(encoding="utf-8").splitlines():
                 obj = json.loads(line)
-                if path.stem in FINALS_ONLY:
+                feed = _feed_of(path.stem, obj)
+                if feed in FINALS_ONLY:
                     if not obj.get("final", True):
                         continue
                     obj.pop("revision", None)   # it and header.seq count the partials before the final
                     del obj["header"]["seq"]
-                    if path.stem == "fusion.transcripts":
+                    if feed == "fusion.transcripts":
                         del obj["speaker_score"]
-                if path.stem in UTTERANCE_ONLY:
+                if feed in UTTERANCE_ONLY:
                     if obj["kind"] != "utterance":
                         continue
                     del obj["header"]["seq"]
                 for f in TIMING_FIELDS.get(obj["type"], ()):
                     del obj[f]
-                key, text = canonical(path.stem, obj)
+                key, text = canonical(feed, obj)
                 messages[key].append(text)
     return {"case": case.name, "graph": case.graph, "clip": case.clip, "settings": list(case.settings),
             "messages": dict(sorted(messages.items())), "log": _log_groups(proc.stderr),
             "stdout": proc.stdout.splitlines()}
+
+
+def normalize(line: str) -> str:
+    """A canonical message line with the deliberate shape changes (``RENAMED``, ``DROPPED``) undone."""
+    obj = json.loads(line)
+    renamed = RENAMED.get(obj["type"])
+    if renamed is not None and all(obj.get(k, v) == v for k, v in renamed[1].items()):
+        obj = {k: v for k, v in obj.items() if k not in renamed[1]}
+        obj["type"] = renamed[0]
+    for k, v in DROPPED.get(obj["type"], {}).items():
+        if obj.get(k, v) == v:
+            obj.pop(k, None)
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
 def compare(golden: dict[str, Any], got: dict[str, Any]) -> list[str]:
@@ -214,6 +259,8 @@ def compare(golden: dict[str, Any], got: dict[str, Any]) -> list[str]:
         g, n = golden[part], got[part]
         for key in sorted(set(g) | set(n)):
             a, b = g.get(key, []), n.get(key, [])
+            if part == "messages" and a != b:
+                a, b = [normalize(x) for x in a], [normalize(x) for x in b]
             if a == b:
                 continue
             first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
