@@ -25,6 +25,8 @@ from kikimimi.engine.msgs.audio import AudioChunk, Features
 from kikimimi.engine.registry import load_kind
 from kikimimi.engine.testing import run_node, run_source
 from kikimimi.models.frontend import (
+    FeatureFrontEnd,
+    FrontEndConfig,
     KaldiFbankStream,
     WhisperMelStream,
     kaldi_fbank,
@@ -298,6 +300,109 @@ def test_reset_starts_over(clip: np.ndarray) -> None:
     assert np.array_equal(got, whisper_log10_mel(clip[:3000]))
 
 
+# ---------------------------------------------------------------------------- the streaming contract
+def reference_utterances(x: np.ndarray, chunks: list[tuple[int, int]], max_gap: int) -> list[tuple[int, np.ndarray]]:
+    """What the contract should make of chunks (start, length) of ``x``: (origin, audio) per utterance,
+    gaps up to ``max_gap`` zero-filled, longer ones starting a new utterance, overlaps skipped."""
+    utts: list[tuple[int, list[np.ndarray]]] = []
+    nxt: int | None = None
+    for a, n in chunks:
+        if nxt is None or a - nxt > max_gap:
+            utts.append((a, [x[a:a + n]]))
+        elif a > nxt:
+            utts[-1][1].extend([np.zeros(a - nxt, np.float32), x[a:a + n]])
+        else:
+            utts[-1][1].append(x[nxt:a + n])
+        nxt = a + n if nxt is None or a - nxt > max_gap else max(nxt, a + n)
+    return [(o, np.concatenate(parts)) for o, parts in utts]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["whisper_log10_mel", "kaldi_fbank"]),
+       steps=st.lists(st.tuples(st.one_of(st.integers(1, 3), st.integers(1, 4000)),
+                                st.sampled_from([0, 0, 0, 1, 500, 1700, -1, -300, -5000])), min_size=1, max_size=30),
+       start=st.integers(0, 50_000), int16=st.booleans(), stereo=st.booleans())
+def test_contract_streamed_with_gaps_and_overlaps_gives_the_whole_signal_frames(
+        clip: np.ndarray, kind: str, steps: list[tuple[int, int]], start: int, int16: bool, stereo: bool) -> None:
+    """Odd chunk sizes, zero-filled and utterance-ending gaps (max_gap 100 ms = 1600 samples) and
+    overlaps, int16 or float32, mono or stereo: frame for frame the whole-signal function of each
+    utterance, at the sample index the clock says; each gap is reported."""
+    fe = FeatureFrontEnd(FrontEndConfig(kind, 80, max_gap_ms=100))
+    stream = fe.new_stream()
+    x = clip.copy()
+    if int16:
+        x = np.round(x * 32768).clip(-32768, 32767).astype(np.int16).astype(np.float32) / np.float32(32768)
+    chunks, parts, gaps, pos = [], [], [], start
+    for n, jump in steps:
+        a = max(0, pos + jump)
+        chunks.append((a, n))
+        c = x[a:a + n]
+        pcm = (c * 32768).astype(np.int16) if int16 else c
+        pcm = np.stack([pcm, pcm], axis=1) if stereo else pcm
+        expected = stream.next_sample
+        res = stream.accept(pcm, a)
+        if res is not None:
+            parts += res.frames
+            if res.gap is not None:
+                gaps.append((res.gap.expected, res.gap.got, res.gap.zero_filled))
+        if expected is not None and a > expected:
+            assert gaps[-1] == (expected, a, a - expected <= 1600)
+        pos = max(pos, a + n)
+    tail = stream.flush()
+    parts += [tail] if tail is not None else []
+    fn = whisper_log10_mel if kind == "whisper_log10_mel" else kaldi_fbank
+    scale = np.float32(32768.0 if kind == "kaldi_fbank" else 1.0)
+    utts = reference_utterances(x, chunks, 1600)
+    refs = [fn(u * scale) for _, u in utts]
+    got = np.concatenate([p.frames for p in parts]) if parts else np.zeros((0, 80), np.float32)
+    assert np.array_equal(got, np.concatenate(refs))
+    assert [p.start_frame for p in parts] == list(np.cumsum([0] + [p.n_frames for p in parts]))[:-1]
+    firsts = np.cumsum([0] + [r.shape[0] for r in refs])
+    for p in parts:    # each part lies in one utterance, at origin + (frames since it began) * hop
+        u = int(np.searchsorted(firsts, p.start_frame, side="right")) - 1
+        assert p.start_frame + p.n_frames <= firsts[u + 1] and p.hop == 160
+        assert p.sample_index == utts[u][0] + (p.start_frame - firsts[u]) * 160
+    assert stream.n_frames == firsts[-1] and stream.next_sample is None
+
+
+def test_contract_feature_ring_scale_and_flush() -> None:
+    fe = FeatureFrontEnd(FrontEndConfig("kaldi_fbank", 40, ring_seconds=5, int16_scale=False))
+    assert fe.config.scale_int16 is False and FrontEndConfig("kaldi_fbank").scale_int16 is True
+    assert fe.warmup().frames.shape[1] == 40
+    stream = fe.new_stream()
+    res = stream.accept(np.zeros(800, np.int16), 16000)
+    assert res is not None and res.gap is None and len(res.frames) == 1
+    part = res.frames[0]
+    assert (part.start_frame, part.sample_index, part.n_frames) == (0, 16000, 3)
+    ring = stream.feature_ring
+    assert ring.capacity == 500 and ring.channels == 40 and ring.write_index == 3
+    assert np.array_equal(ring.view(0, 3), part.frames)
+    assert stream.flush() is None                  # Kaldi: no end padding frames
+    assert stream.accept(np.zeros(100, np.float32), 99_000) is None   # a new utterance, too short for a frame
+
+
+def test_contract_config_and_input_errors() -> None:
+    with pytest.raises(ParamError, match="n_mels=100 is not allowed for whisper_log10_mel; allowed: 40, 80, 128"):
+        FrontEndConfig(n_mels=100)
+    with pytest.raises(ParamError, match="n_mels=300 is not allowed for kaldi_fbank; allowed: 1 to 256"):
+        FrontEndConfig("kaldi_fbank", 300)
+    with pytest.raises(ParamError, match="kind='mfcc' is not allowed; allowed: whisper_log10_mel, kaldi_fbank"):
+        FrontEndConfig("mfcc")
+    with pytest.raises(ParamError, match="ring_seconds=1 is not allowed; allowed: a number from 2 to 3600"):
+        FrontEndConfig(ring_seconds=1)
+    with pytest.raises(ParamError, match="max_gap_ms=-1 is not allowed; allowed: an int >= 0"):
+        FrontEndConfig(max_gap_ms=-1)
+    with pytest.raises(ParamError, match="int16_scale=1 is not allowed"):
+        FrontEndConfig(int16_scale=1)  # type: ignore[arg-type]
+    stream = FeatureFrontEnd(FrontEndConfig()).new_stream()
+    with pytest.raises(ParamError, match=r"samples of shape \(2, 2, 2\) are not allowed"):
+        stream.accept(np.zeros((2, 2, 2), np.float32), 0)
+    with pytest.raises(ParamError, match="samples of dtype int32 are not allowed; allowed: int16, float32, float64"):
+        stream.accept(np.zeros(10, np.int32), 0)
+    with pytest.raises(ParamError, match=r"sample_index=0\.5 is not allowed; allowed: an int"):
+        stream.accept(np.zeros(10, np.float32), 0.5)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------- the node
 def load_chunks(path: Path, stream_id: str = "file", **params: object) -> list[AudioChunk]:
     node = FileSource("src", {"path": str(path), "speed": 0, "stream_id": stream_id, **params}, clock=ManualClock())
@@ -373,7 +478,7 @@ def test_wrong_sample_rate_is_rejected_counted_and_later_chunks_work(
     with caplog.at_level(logging.WARNING, logger="kikimimi.node.feat"):
         msgs = features_of(run_node(node, [("audio", bad)] + [("audio", c) for c in chunks]))
     assert node.stats.dropped["rejected"] == 1 and node.stats.rejected_by_kind["sample_rate"] == 1
-    assert "at 44100 Hz; the sample rate must be 16000 Hz" in caplog.text
+    assert "dropping AudioChunk of stream 'file' at 44100 Hz; allowed sample rates: 16000" in caplog.text
     x = np.concatenate([c.samples[:, 0] for c in chunks]).astype(np.float32) * np.float32(1 / 32768)
     assert np.array_equal(np.concatenate([m.frames for m in msgs]), whisper_log10_mel(x))
 

@@ -4,12 +4,21 @@ Whole-signal: :func:`whisper_log10_mel` (+ :func:`whisper_normalize`) and :func:
 Streaming: :class:`WhisperMelStream` and :class:`KaldiFbankStream` (``accept`` / ``flush`` / ``reset``),
 which keep their audio in an engine ``AudioRing`` and write frames into a feature ring addressed by
 frame index, bit-identical to the whole-signal functions. :func:`warmup` runs every kernel once.
+The streaming contract on a sample clock (gaps, overlap, scale, channels, utterances):
+:class:`FeatureFrontEnd` (:class:`FrontEndConfig`) -> :class:`FrontEndStream` (``accept`` / ``flush``).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+from kikimimi.models.frontend.front_end import (
+    AcceptResult,
+    FeatureFrames,
+    FeatureFrontEnd,
+    FrontEndConfig,
+    FrontEndStream,
+    Gap,
+    warmup,
+)
 from kikimimi.models.frontend.kaldi import KaldiFbankStream, kaldi_fbank, kaldi_n_frames
 from kikimimi.models.frontend.mel import SparseBank, kaldi_mel_banks, whisper_mel_filters
 from kikimimi.models.frontend.spec import (
@@ -27,21 +36,17 @@ from kikimimi.models.frontend.whisper import (
     whisper_normalize,
 )
 
-
-def warmup() -> None:
-    """Run every kernel once on a short buffer (loads the cached machine code, builds FFT plans)."""
-    x = np.zeros(1600, np.float32)
-    x[::7] = 0.01
-    whisper_normalize(whisper_log10_mel(x, 80))
-    whisper_log10_mel(x, 128)
-    kaldi_fbank(x, 80)
-
-
 __all__ = [
     "KALDI_KIND",
     "WHISPER_KIND",
+    "AcceptResult",
+    "FeatureFrames",
+    "FeatureFrontEnd",
     "FeatureStream",
     "FrontEnd",
+    "FrontEndConfig",
+    "FrontEndStream",
+    "Gap",
     "KaldiFbankStream",
     "SparseBank",
     "WhisperMelStream",
