@@ -5,20 +5,13 @@ Inputs: ``audio`` (16 kHz AudioChunk; other rates are rejected and counted: set 
 ``sample_rate``) and ``vad`` (VadEvent). Outputs: ``turns`` (SpeakerTurn) and ``embeddings``
 (SpeakerEmbedding: every window's and every utterance's).
 
-The algorithm is :mod:`kikimimi.models.speaker.streaming` (one :class:`SpeakerModel` per node, so the
-``voice_N`` clusters are common to its streams; one :class:`SpeakerStream` per stream): SPEECH_START
-opens an utterance, windows of the encoder's length every ``hop_ms`` are embedded as soon as their audio
-is in (all windows that are due in a stream go into one ``embed`` call), a speaker change ends a part
-(``split``), a part's label so far goes out while it changes (``provisional``), and at SPEECH_END the
-closing window is embedded and the last part's final turn and the utterance embedding go out. (The
-window spans can differ from offline ones: a full window may be taken past an utterance's end before
-the VAD's end event arrives, up to ``vad_lookahead_ms`` past its watermark.) The enrollment database
-(``db``: a path, "" for the default path, "none" for none) is read once at start.
-
-Like the asr node, VAD events wait until the audio reaches their sample, and windows are not taken
-further than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark (nor past a SPEECH_END that waits),
-so files at full speed give the same turns as live input: a
-:class:`~kikimimi.nodes._vad_sync.VadGate` per stream.
+The algorithm is :mod:`kikimimi.models.speaker.streaming`: one model per node (its ``voice_N`` clusters
+are common to the node's streams), one model stream per stream. The enrollment database (``db``: a
+path, "" for the default path, "none" for none) is read once at start. Like the asr node, VAD events
+wait until the audio reaches their sample, and windows are not taken further than
+``vad_lookahead_ms`` past the VAD's PROGRESS watermark (nor past a SPEECH_END that waits), so files at
+full speed give the same turns as live input (a :class:`~kikimimi.nodes._vad_sync.VadGate` per
+stream); a window may still reach past an utterance's end within that lookahead.
 """
 
 from __future__ import annotations
@@ -110,11 +103,6 @@ class SpeakerNode(StreamNode[_Stream]):
     @property
     def embed_seconds(self) -> float:
         return 0.0 if self.model is None else self.model.embed_seconds
-
-    @property
-    def windows_lost(self) -> int:
-        """Windows whose audio had left the ring."""
-        return 0 if self.model is None else self.model.windows_lost
 
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:
