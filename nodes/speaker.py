@@ -89,8 +89,10 @@ class SpeakerNode(StreamNode[_Stream]):
                  clock: Clock | None = None) -> None:
         super().__init__(name, params, clock)
         p = self.p
-        self.config = SpeakerConfig(p.encoder, p.device, p.threads, p.hop_ms, p.threshold, p.cluster_unknown,
-                                    p.cluster_threshold, p.split, p.provisional, p.min_windows, p.ring_s)
+        self.config = SpeakerConfig(
+            encoder=p.encoder, device=p.device, threads=p.threads, hop_ms=p.hop_ms, threshold=p.threshold,
+            cluster_unknown=p.cluster_unknown, cluster_threshold=p.cluster_threshold, split=p.split,
+            provisional=p.provisional, min_windows=p.min_windows, ring_s=p.ring_s)
         self.encoder = shared_encoder(p.encoder, p.device, p.threads)
         self._lookahead = p.vad_lookahead_ms * self.encoder.sample_rate // 1000
         self.model: SpeakerModel | None = None       # made at start, once the enrollment database is read
