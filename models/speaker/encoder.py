@@ -11,7 +11,8 @@ both with it. Windows come in one of two input kinds:
 * ``audio``: (batch, samples) float32 16 kHz audio in [-1, 1] (encoders with their own front end,
   such as x-vector heads loaded through transformers).
 
-:func:`load_encoder` resolves a name or a local directory to an encoder.
+:func:`load_encoder` resolves a name or a local directory to an encoder; :func:`shared_encoder` loads
+it once per process for every user asking for the same one.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 ENCODERS = ("ge2e",)
+
+
+def shared_encoder(name: str = "ge2e", device: str = "auto", threads: int = 0) -> SpeakerEncoder:
+    """:func:`load_encoder` through the process-wide weights cache
+    (:func:`kikimimi.models.weights.shared`): every caller asking for the same encoder (``ge2e``, or the
+    resolved path of a checkpoint or directory), device and thread count gets the one object loaded
+    first. Encoders are read-only while they embed."""
+    from kikimimi.models.weights import shared
+
+    where = name if name in ENCODERS else str(Path(name).expanduser().resolve())
+    return shared(("speaker-encoder", where, device, threads), lambda: load_encoder(name, device, threads))
 
 
 def load_encoder(name: str = "ge2e", device: str = "auto", threads: int = 0) -> SpeakerEncoder:
