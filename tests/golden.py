@@ -27,7 +27,7 @@ What is compared, per case:
 Some outputs depend on thread scheduling by design (partials, the speaker node's window cuts; see
 ``FINALS_ONLY``, ``UTTERANCE_ONLY`` and ``TIMING_FIELDS`` below): those are compared on what is
 deterministic (finals, utterance embeddings), which is what was seen identical run after run.
-* ``stdout``: the console sink's lines.
+* ``stdout``: the console sink's lines, in order per kind (VAD events, transcripts, ends of stream).
 
 Each transport has its own golden file: over ZeroMQ a node's inputs arrive on separate sockets, and
 the speaker node's last utterance of a file depends on whether the audio's or the VAD's end of stream
@@ -267,10 +267,23 @@ def compare(golden: dict[str, Any], got: dict[str, Any]) -> list[str]:
             diffs.append(f"{part} {key}: {len(a)} golden vs {len(b)} now; first difference at #{first}:\n"
                          f"    golden: {a[first] if first < len(a) else '(none)'}\n"
                          f"    now:    {b[first] if first < len(b) else '(none)'}")
-    if golden["stdout"] != got["stdout"]:
-        diffs.append("stdout differs:\n    golden: " + " | ".join(golden["stdout"])
-                     + "\n    now:    " + " | ".join(got["stdout"]))
+    g_out, n_out = _stdout_groups(golden["stdout"]), _stdout_groups(got["stdout"])
+    for key in sorted(set(g_out) | set(n_out)):
+        if g_out.get(key, []) != n_out.get(key, []):
+            diffs.append(f"stdout ({key} lines) differs:\n    golden: " + " | ".join(g_out.get(key, []))
+                         + "\n    now:    " + " | ".join(n_out.get(key, [])))
     return diffs
+
+
+def _stdout_groups(lines: list[str]) -> dict[str, list[str]]:
+    """The console's lines by the input they come from (VAD events, ends of stream, transcripts): each kind
+    is in order, but how the console interleaves lines of two upstream nodes depends on scheduling."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for line in lines:
+        kind = ("end of stream" if " end of stream from " in line
+                else "vad" if re.match(r"^\[[^]]+\] speech ", line) else "transcript")
+        groups[kind].append(line)
+    return dict(groups)
 
 
 def golden_path(case: Case, transport: str) -> Path:
