@@ -186,8 +186,8 @@ def _queue_dict(i: InputSpec) -> dict[str, Any]:
     q = i.queue
     d: dict[str, Any] = {"from": [f"{n}.{p}" for n, p in i.sources], "policy": q.policy.value,
                          "capacity": q.capacity}
-    if q.max_age_ns is not None:
-        d["max_age_ms"] = q.max_age_ns / 1_000_000
+    # Written even when None: a port's default queue may have a max age, which None must still override.
+    d["max_age_ms"] = None if q.max_age_ns is None else q.max_age_ns / 1_000_000
     if q.age_from != "capture":
         d["age_from"] = q.age_from
     return d

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import toy_nodes  # noqa: F401  (registers the toy kinds)
+import toy_nodes
 
 from kikimimi.engine.errors import GraphError, UnknownNodeKind
 from kikimimi.engine.graph import GraphBuilder, load_graph
@@ -196,3 +196,28 @@ def test_cli_set_overrides_node_params_and_input_keeps_the_video(data_dir: Path)
         apply_settings(spec, ["nope.x=1"])
     with pytest.raises(GraphError, match="unknown parameter 'grammar'"):
         apply_settings(spec, ["asr.grammar=grid"])
+
+
+def test_a_lossless_graph_stays_lossless_through_its_dict() -> None:
+    """lossless() removes every max age, also one that an input port has by default (vision's video: 500 ms);
+    the dict form (what --set and the ZeroMQ workers rebuild the graph from) must keep that."""
+    from kikimimi.engine.graph import load_graph
+    from kikimimi.engine.msgs.vision import VideoFrame
+    from kikimimi.engine.node import PortSpec
+    from kikimimi.engine.queues import QueueConfig
+
+    class AgedSink(toy_nodes.Collect):  # type: ignore[misc, name-defined]
+        kind = "toy_aged_sink"
+        inputs = (PortSpec("in", (VideoFrame, toy_nodes.AudioChunk),
+                           queue=QueueConfig.make("drop_oldest", 8, max_age_ms=500)),)
+
+    from kikimimi.engine.registry import register
+
+    register(AgedSink)
+    spec = load_graph({"name": "g", "nodes": {"src": {"kind": "toy_ramp"},
+                                              "sink": {"kind": "toy_aged_sink", "inputs": {"in": "src.audio"}}}})
+    assert spec.node("sink").inputs[0].queue.max_age_ns == 500_000_000
+    lossless = spec.lossless()
+    again = load_graph(lossless.to_dict())
+    assert again.node("sink").inputs[0].queue.max_age_ns is None
+    assert again == lossless
