@@ -57,9 +57,10 @@ from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.msgs.fused import LabeledTranscript
 from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker, Face, Faces
-from kikimimi.engine.node import Node, PortSpec, control_targets
+from kikimimi.engine.node import PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.streams import StreamNode
 from kikimimi.engine.timemap import ClockMap
 from kikimimi.models.avsr.base import AvStream, Revision
 from kikimimi.models.avsr.load import load_av_model
@@ -103,13 +104,14 @@ class _Stream:
     clock: ClockMap = field(default_factory=lambda: ClockMap(SAMPLE_RATE))   # camera frames -> audio clock
 
 
-class AvsrNode(Node):
+class AvsrNode(StreamNode[_Stream]):
     """Audio-visual recognition of VAD utterances following one face; see the module docstring."""
 
     kind = "avsr"
     help = "Audio-visual speech recognition (audio + the followed face's mouth): Transcript revisions per utterance."
     inputs = (
-        PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512), help="16 kHz audio"),
+        PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512), help="16 kHz audio",
+                 rates=(SAMPLE_RATE,)),
         PortSpec("faces", (Faces,), queue=QueueConfig.make("block", 256), help="faces of each video frame"),
         PortSpec("vad", (VadEvent,), queue=QueueConfig.make("block", 256), help="speech start / end events"),
         PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 256),
@@ -138,7 +140,6 @@ class AvsrNode(Node):
         self.recognizer = load_av_model(p.model, p.device, p.threads, p.language)
         self._lookahead = p.vad_lookahead_ms * SAMPLE_RATE // 1000
         self._video_wait = p.video_wait_ms * SAMPLE_RATE // 1000
-        self._streams: dict[str, _Stream] = {}
         self._ended: set[str] = set()
         self.forced_events = 0      # VAD events applied before their audio (MAX_PENDING_EVENTS)
         self.forced_audio = 0       # audio given before the VAD / video caught up (MAX_HELD_S)
@@ -150,14 +151,17 @@ class AvsrNode(Node):
         if self.p.warmup:
             self.recognizer.warmup()
 
-    def on_message(self, port: str, msg: Message) -> None:
+    def open_stream(self, sid: str, msg: Message) -> _Stream:
+        """A recognizer stream of the shared model and a VAD gate."""
+        return _Stream(sid, self.recognizer.new_stream(), VadGate(self._lookahead, MAX_PENDING_EVENTS))
+
+    def on_stream_message(self, port: str, msg: Message, st: _Stream) -> None:
         """Audio and frames wait until they can be given in step; VAD events wait for their audio."""
         if isinstance(msg, AudioChunk):
-            st = self._on_audio(msg)
+            self._on_audio(msg, st)
         elif isinstance(msg, Faces):
-            st = self._on_faces(msg)
+            self._on_faces(msg, st)
         elif isinstance(msg, VadEvent):
-            st = self._stream(msg.header.stream_id)
             forced = st.gate.on_event(msg)
             if forced is not None:
                 self.forced_events += 1
@@ -166,7 +170,6 @@ class AvsrNode(Node):
                                len(st.gate.pending) + 1, st.fed)
                 self._apply(st, forced)
         elif isinstance(msg, ActiveSpeaker):
-            st = self._stream(msg.header.stream_id)
             if msg.face_id == NO_FACE:          # "no face in view": nothing to rank
                 return
             st.probs.pop(msg.face_id, None)
@@ -176,8 +179,7 @@ class AvsrNode(Node):
             return
         else:
             return
-        if st is not None:
-            self._advance(st)
+        self._advance(st)
 
     def on_control(self, port: str, ctrl: Control) -> None:
         """FLUSH on ``audio`` gives everything held and finishes the open utterance. END_OF_STREAM on ``audio``,
@@ -191,8 +193,8 @@ class AvsrNode(Node):
         eos = ctrl.kind is ControlKind.END_OF_STREAM
         if eos and ctrl.header.stream_id == ALL_STREAMS:
             self._ended.add(port)
-        for sid in control_targets(ctrl, self._streams):
-            st = self._streams[sid]
+        for sid in self.targets(ctrl):
+            st = self.streams[sid]
             if not eos:
                 if port == "audio":
                     self._advance(st, force=True)
@@ -212,31 +214,20 @@ class AvsrNode(Node):
                 self._advance(st, force=True)
                 self._finish(st)
                 if not st.rs.utterance_open:
-                    del self._streams[sid]
+                    del self.streams[sid]
             else:
                 self._advance(st)
 
-    def on_stop(self) -> None:
-        """Give everything held, apply every held VAD event, finish every open utterance."""
-        for st in self._streams.values():
-            self._advance(st, force=True)
-            self._finish(st)
+    def close_stream(self, sid: str, st: _Stream) -> None:
+        """Stop: give everything held, apply every held VAD event, finish the open utterance."""
+        self._advance(st, force=True)
+        self._finish(st)
 
     # ------------------------------------------------------------------ inputs
-    def _stream(self, sid: str) -> _Stream:
-        st = self._streams.get(sid)
-        if st is None:
-            st = self._streams[sid] = _Stream(sid, self.recognizer.new_stream(),
-                                              VadGate(self._lookahead, MAX_PENDING_EVENTS))
-        return st
-
     def _live(self, port: str) -> bool:
         return self.connected_inputs is not None and port in self.connected_inputs and port not in self._ended
 
-    def _on_audio(self, msg: AudioChunk) -> _Stream | None:
-        if not self.accepts("audio", msg, (SAMPLE_RATE,)):
-            return None
-        st = self._stream(msg.header.stream_id)
+    def _on_audio(self, msg: AudioChunk, st: _Stream) -> None:
         sid = st.sid
         x = mono_float32(msg.samples)
         idx = msg.header.sample_index
@@ -259,10 +250,8 @@ class AvsrNode(Node):
             self.throttled(logging.WARNING, f"held:{sid}", "avsr %s: stream %r holds over %d s of audio for the VAD "
                            "or the video; giving the oldest now", self.name, sid, MAX_HELD_S)
             self._give(st, over, False)
-        return st
 
-    def _on_faces(self, msg: Faces) -> _Stream | None:
-        st = self._stream(msg.header.stream_id)
+    def _on_faces(self, msg: Faces, st: _Stream) -> None:
         idx = msg.header.sample_index
         if idx == NO_SAMPLE:                     # a camera frame: its capture time on the microphone's clock
             mapped = st.clock.sample_at(msg.header.t_ns)
@@ -274,13 +263,12 @@ class AvsrNode(Node):
             self.stats.count_rejected(kind)
             self.throttled(logging.WARNING, f"{kind}:{st.sid}", "avsr %s: dropping video frame %d of stream %r at "
                            "sample %d (%s)", self.name, msg.frame_index, st.sid, idx, kind.replace("_", " "))
-            return st
+            return
         st.frames.append((idx, msg.faces))
         st.last_frame = idx
         if len(st.frames) > MAX_FRAMES:
             st.frames.popleft()
             self.stats.count_rejected("video_overflow")
-        return st
 
     # ------------------------------------------------------------------ in step
     def _advance(self, st: _Stream, force: bool = False) -> None:

@@ -28,7 +28,7 @@ from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.node import PortSpec, Source
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.models.pcm import DTYPE_CHOICES
-from kikimimi.nodes._audio import CHUNK_MS_CHOICES, Rechunker
+from kikimimi.models.rechunk import CHUNK_MS_CHOICES, Rechunker
 
 PIP_INSTALL = "pip install 'kikimimi[mic]'"
 APT_INSTALL = "apt-get install libportaudio2 && pip install 'kikimimi[mic]'"

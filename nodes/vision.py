@@ -1,8 +1,9 @@
 """``vision``: faces, landmarks, mouth crops and lip aperture for every video frame, per stream.
 
-Each stream (``header.stream_id``) gets its own :class:`~kikimimi.models.vision.frontend.VisionFrontEnd`
-(Haar detection every ``detect_every`` frames, dlib 68-point landmarks in between, stable face ids); the
-models themselves (cascade, landmark model) are loaded once at start and shared by the streams.
+Each stream (``header.stream_id``) gets its own :class:`~kikimimi.models.vision.faces.FaceStream` (Haar
+detection every ``detect_every`` frames, dlib 68-point landmarks in between, stable face ids) of one
+:class:`~kikimimi.models.vision.faces.FaceAnalyzer`, whose models (cascade, landmark model) are loaded once
+at start and shared by the streams (config: this node's parameters).
 For every frame it processes the node emits one :class:`~kikimimi.engine.msgs.vision.Faces` message
 (``faces == ()`` when nobody is in view), with the frame's header time: ``sample_index`` (the audio
 sample at the frame's instant, or NO_SAMPLE for a camera without an audio clock) and ``t_ns`` (its
@@ -17,28 +18,21 @@ the frames' capture times (the ``fps`` parameter until two frames were seen).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.messages import Control, ControlKind, Message
+from kikimimi.engine.messages import Message
 from kikimimi.engine.msgs.vision import Faces, VideoFrame
-from kikimimi.engine.node import Node, PortSpec, control_targets
+from kikimimi.engine.node import PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.streams import StreamNode
+from kikimimi.models.vision.faces import FaceAnalyzer, FaceStream, FrameOrderError, VisionConfig
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
-class _Stream:
-    front_end: Any
-    last_index: int = -1
-    last_t_ns: int | None = None
-    period_ns: float | None = None
-
-
-class VisionNode(Node):
+class VisionNode(StreamNode[FaceStream]):
     """Faces with stable ids, 96x96 mouth crops and lip aperture per video frame; see the module docstring."""
 
     kind = "vision"
@@ -67,72 +61,49 @@ class VisionNode(Node):
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
                  clock: Clock | None = None) -> None:
         super().__init__(name, params, clock)
-        self._streams: dict[str, _Stream] = {}
-        self._models: Any = None                  # VisionModels, shared by the streams
+        p = self.p
+        self.config = VisionConfig(p.detect_every, p.max_faces, p.min_face, p.detector_max_side, p.scale_factor,
+                                   p.mouth_scale, p.predictor, p.fps)
+        self.analyzer: FaceAnalyzer | None = None         # shared by the streams, made at start
 
     def on_start(self) -> None:
         """Load the detector and the landmark model once (a missing install fails here), and run them on a
         blank frame and a frame with a face-like pattern, so the first real frames are not slow."""
-        import numpy as np
+        self._load()
 
-        from kikimimi.models.vision.frontend import VisionModels
+    def _load(self) -> FaceAnalyzer:
+        analyzer = FaceAnalyzer(self.config)
+        analyzer.warmup()
+        self.analyzer = analyzer
+        return analyzer
 
-        p = self.p
-        self._models = VisionModels.load(p.detector_max_side, p.min_face, p.predictor or None, p.mouth_scale,
-                                         p.scale_factor)
-        self._new_front_end().process(np.zeros((240, 320, 3), np.uint8))
-        self._models.predictor.predict(np.zeros((240, 320), np.uint8), np.array([100, 60, 120, 120]))
+    def open_stream(self, sid: str, msg: Message) -> FaceStream:
+        """A new stream of the shared analyzer (loaded here if the node was not started)."""
+        return (self.analyzer or self._load()).new_stream()
 
-    def _new_front_end(self) -> Any:
-        from kikimimi.models.vision.frontend import VisionFrontEnd
-
-        if self._models is None:
-            self.on_start()
-        return VisionFrontEnd(detect_every=self.p.detect_every, max_faces=self.p.max_faces, models=self._models)
-
-    def on_message(self, port: str, msg: Message) -> None:
-        """Track the faces of one frame and emit them."""
+    def on_stream_message(self, port: str, msg: Message, st: FaceStream) -> None:
+        """Track the faces of one frame and emit them; a frame out of order is rejected and counted."""
         if not isinstance(msg, VideoFrame):
             return
         sid = msg.header.stream_id
-        st = self._streams.get(sid)
-        if st is None:
-            st = self._streams[sid] = _Stream(self._new_front_end())
-        if msg.frame_index <= st.last_index:
+        try:
+            out = st.accept(msg.image, msg.pixel_format, msg.frame_index, msg.header.t_ns)
+        except FrameOrderError as e:
             self.stats.count_rejected("frame_order")
             self.throttled(logging.WARNING, f"order:{sid}", "vision %s: frame %d of stream %r comes after frame %d; "
                            "frames must come in increasing frame_index order, dropping it", self.name,
-                           msg.frame_index, sid, st.last_index)
+                           e.frame_index, sid, e.last_index)
             return
-        st.last_index = msg.frame_index
-        t = msg.header.t_ns
-        if st.last_t_ns is not None and t > st.last_t_ns:
-            d = float(t - st.last_t_ns)
-            st.period_ns = d if st.period_ns is None else 0.9 * st.period_ns + 0.1 * d
-        st.last_t_ns = t
-        fps = 1e9 / st.period_ns if st.period_ns else self.p.fps
-        faces = st.front_end.process(msg.image, msg.pixel_format)
-        h, w = msg.image.shape[:2]
-        header = self.header("faces", sid, msg.header.sample_index, t)
-        self.emit("faces", Faces(header, msg.frame_index, w, h, fps, faces))
+        header = self.header("faces", sid, msg.header.sample_index, msg.header.t_ns)
+        self.emit("faces", Faces(header, out.frame_index, out.width, out.height, out.fps, out.faces))
 
-    def on_control(self, port: str, ctrl: Control) -> None:
-        """FLUSH forgets the stream's tracks (ids go on counting); END_OF_STREAM forgets the stream."""
-        if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
-            return
-        for sid in control_targets(ctrl, self._streams):
-            if ctrl.kind is ControlKind.END_OF_STREAM:
-                self._log_timings(sid)
-                del self._streams[sid]
-            else:
-                self._streams[sid].front_end.reset()
+    def flush_stream(self, sid: str, st: FaceStream) -> None:
+        """FLUSH forgets the stream's tracks (ids go on counting)."""
+        st.reset()
 
-    def on_stop(self) -> None:
-        for sid in list(self._streams):
-            self._log_timings(sid)
-
-    def _log_timings(self, sid: str) -> None:
-        tm = self._streams[sid].front_end.timings
+    def close_stream(self, sid: str, st: FaceStream) -> None:
+        """END_OF_STREAM (or stop): log the stream's timings; it is forgotten."""
+        tm = st.timings
         if tm.frames:
             log.info("vision %s stream %r: %d frames, %d detections, %.2f ms/frame (track %.2f, crop %.2f)", self.name,
                      sid, tm.frames, tm.detections, 1e3 * (tm.convert_s + tm.track_s + tm.crop_s) / tm.frames,
@@ -140,5 +111,5 @@ class VisionNode(Node):
 
     def timings(self, stream_id: str) -> Any:
         """The front end's per-stage timings of a stream (for benchmarks), or None."""
-        st = self._streams.get(stream_id)
-        return None if st is None else st.front_end.timings
+        st = self.streams.get(stream_id)
+        return None if st is None else st.timings

@@ -27,6 +27,12 @@ from kikimimi.models.vision.active import (
     lip_signal,
     lip_signals,
 )
+from kikimimi.models.vision.active_stream import (
+    ActiveSpeakerConfig,
+    ActiveSpeakerDetector,
+    DroppedFrame,
+    FrameScores,
+)
 from kikimimi.nodes.active_speaker import ActiveSpeakerNode
 
 RATE = 16000
@@ -229,6 +235,98 @@ def test_scorer_rejects_bad_settings() -> None:
         BandEnvelope(RATE).push(np.zeros(10), -5)
 
 
+# ---------------------------------------------------------------------------------------------- stream contract
+def stream_run(audio: np.ndarray, lips: dict[int, np.ndarray], n: int, config: ActiveSpeakerConfig | None = None,
+               chunk: int = 320, faces_first: bool = False) -> list:
+    """Everything one ActiveSpeakerStream returns for the scene (audio in ``chunk``s), then ``finish``."""
+    st = ActiveSpeakerDetector(config).new_stream()
+    out: list = []
+    frames = [(i * HOP, {fid: float(v[i]) for fid, v in lips.items()}, i * 40_000_000, i) for i in range(n)]
+    pieces = [(audio[a:a + chunk], a) for a in range(0, len(audio), chunk)]
+    if faces_first:
+        for f in frames:
+            out += st.accept_faces(*f)
+    for x, a in pieces:
+        out += st.accept_audio(x, a, (a + len(x)) * 1_000_000_000 // RATE)
+    if not faces_first:
+        for f in frames:
+            out += st.accept_faces(*f)
+    return out + st.end_audio() + st.finish()
+
+
+def key(results: list) -> list:
+    """Stream results comparable with == (the correlation may be NaN)."""
+    return [(r.index, r.frame_index, r.t_ns, r.sample_index, [(f.face_id, f.probability, f.speaking, f.start_sample,
+                                                                f.end_sample, f.weight) for f in r.faces])
+            for r in results]
+
+
+def test_config_validates_itself_naming_the_value_and_what_is_allowed() -> None:
+    assert ActiveSpeakerConfig().offset_samples == 0
+    assert ActiveSpeakerConfig(av_offset_ms=200).offset_samples == 3200
+    for kwargs, pattern in (({"sample_rate": 4000}, r"sample_rate=4000 is not allowed; allowed: an int >= 4400"),
+                            ({"window_s": 0.5}, r"window_s=0.5 is not allowed; allowed: 1.0 <= window_s <= 60"),
+                            ({"on": 1.5}, r"on=1.5 is not allowed; allowed: 0 <= on <= 1"),
+                            ({"on": 0.5, "off": 0.6}, r"off=0.6 is not below on=0.5; allowed: off < on"),
+                            ({"forget_s": 0.0}, r"forget_s=0.0 is not allowed; allowed: forget_s > 0"),
+                            ({"max_held": 0}, r"max_held=0 is not allowed; allowed: an int >= 1")):
+        with pytest.raises(ParamError, match=pattern):
+            ActiveSpeakerConfig(**kwargs)
+
+
+def test_stream_scores_every_frame_once_in_order_whatever_the_arrival_and_chunking() -> None:
+    audio, lips = scene()
+    ref = stream_run(audio, lips, 150)
+    assert all(isinstance(r, FrameScores) for r in ref)
+    assert [r.index for r in ref] == list(range(150)) and [r.frame_index for r in ref] == list(range(150))
+    assert [r.sample_index for r in ref] == [i * HOP for i in range(150)]
+    assert all([f.face_id for f in r.faces] == [0, 1] for r in ref)
+    for other in (stream_run(audio, lips, 150, faces_first=True), stream_run(audio, lips, 150, chunk=1234)):
+        assert key(other) == key(ref)
+    last = {f.face_id: f for f in ref[-1].faces}
+    assert last[0].speaking and not last[1].speaking and last[0].probability > 0.7
+    assert (last[0].start_sample, last[0].end_sample) == (100 * HOP, 149 * HOP)
+    assert np.mean([r.faces[0].weight for r in ref[40:]]) > 0.5
+
+
+def test_stream_results_are_what_the_node_emits() -> None:
+    audio, lips = scene()
+    measured = {fid: np.array([lip_signal(landmarks_for(float(x))) for x in v]) for fid, v in lips.items()}
+    ref = stream_run(audio, measured, 150, ActiveSpeakerConfig(on=0.9, off=0.2, av_offset_ms=40))
+    msgs = [("audio", m) for m in audio_msgs(audio)] + [("faces", m) for m in faces_msgs(lips, 150)]
+    node = outputs(run_node(ActiveSpeakerNode("as", {"on": 0.9, "off": 0.2, "av_offset_ms": 40}), msgs))
+    assert [(m.face_id, m.probability, m.speaking, m.start_sample, m.end_sample) for m in node] == [
+        (f.face_id, f.probability, f.speaking, f.start_sample, f.end_sample) for r in ref for f in r.faces]
+
+
+def test_stream_waits_for_audio_places_camera_frames_and_drops_what_it_cannot_hold() -> None:
+    audio, lips = scene(50)
+    cfg = ActiveSpeakerConfig(max_held=10)
+    st = ActiveSpeakerDetector(cfg).new_stream()
+    got = []
+    for i in range(50):
+        got += st.accept_faces(None, {0: float(lips[0][i])}, (i * HOP) * 1_000_000_000 // RATE, i)
+    assert [type(r) for r in got] == [DroppedFrame] * 40 and {r.reason for r in got} == {"overflow"}
+    assert [r.frame_index for r in got] == list(range(40)) and st.held == 10
+    got = st.accept_audio(audio[: 30 * HOP], 0, 30 * HOP * 1_000_000_000 // RATE)   # frames 40..49: after it
+    assert got == [] and st.held == 10
+    got = st.accept_audio(audio[30 * HOP:46 * HOP], 30 * HOP, 46 * HOP * 1_000_000_000 // RATE)
+    rest = st.end_audio()                                          # the audio is complete: the rest at once
+    assert got and rest and st.held == 0
+    assert [r.frame_index for r in got + rest] == list(range(40, 50))
+    assert [r.sample_index for r in got + rest] == [i * HOP for i in range(40, 50)]
+    cam = ActiveSpeakerDetector().new_stream()
+    assert cam.accept_faces(None, {}, 0, 7) == []
+    assert cam.finish() == [DroppedFrame(7, 0, "stale")]
+
+
+def test_stream_says_when_nobody_is_in_view() -> None:
+    st = ActiveSpeakerDetector().new_stream()
+    st.accept_audio(np.zeros(RATE, np.float32), 0)
+    (r,) = st.accept_faces(3200, {}, 5, 2)
+    assert r == FrameScores(0, 2, 5, 3200, ())
+
+
 # ---------------------------------------------------------------------------------------------- node
 def face(fid: int, opening: float) -> Face:
     box = np.array([10, 10, 80, 90], np.int32)
@@ -327,7 +425,7 @@ def test_node_end_of_stream_scores_held_frames_and_forgets_the_stream() -> None:
     out = outputs(run_node(node, [*msgs, ("audio", eos), ("faces", eos)]))
     assert len(out) == 300 and node.frames_scored == 150
     assert out[150].probability > 0.7 and out[-1].probability == 0.5     # the audio ended at frame 100
-    assert node._streams == {}
+    assert node.streams == {}
 
 
 def test_node_says_when_no_face_is_in_view() -> None:

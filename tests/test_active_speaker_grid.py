@@ -125,3 +125,33 @@ def test_node_prefers_each_face_with_its_own_audio(clips: dict) -> None:
             stats.append((np.mean([m.probability for m in out]), np.mean([m.speaking for m in out])))
         (p_own, on_own), (p_other, on_other) = stats
         assert p_own > p_other and on_own > on_other, (vb, stats)
+
+
+def test_stream_contract_prefers_each_face_with_its_own_audio(clips: dict) -> None:
+    """The model-level stream (ActiveSpeakerDetector.new_stream), frames given before their audio: every
+    frame is scored once, in order, and each face's mean probability and speaking share are higher with its
+    own audio than with the next clip's."""
+    from kikimimi.models.vision.active_stream import ActiveSpeakerDetector, FrameScores
+
+    names = sorted(clips)
+    det = ActiveSpeakerDetector()
+    for i, vb in enumerate(names):
+        c = clips[vb]
+        lips = lip_signals(c.landmarks)
+        stats = []
+        for va in (vb, names[(i + 1) % len(names)]):
+            x = clips[va].audio
+            st = det.new_stream()
+            out = []
+            for k, s in enumerate(c.frame_samples):
+                out += st.accept_faces(int(s), {0: float(lips[k])} if c.has_face[k] else {}, 0, k)
+            for a in range(0, len(x), 320):
+                out += st.accept_audio(x[a:a + 320], a)
+            out += st.finish()
+            assert all(isinstance(r, FrameScores) for r in out)
+            assert [r.frame_index for r in out] == list(range(len(c.frame_samples)))
+            scores = [f for r in out for f in r.faces]
+            assert len(scores) == int(c.has_face.sum())
+            stats.append((np.mean([f.probability for f in scores]), np.mean([f.speaking for f in scores])))
+        (p_own, on_own), (p_other, on_other) = stats
+        assert p_own > p_other and on_own > on_other, (vb, stats)

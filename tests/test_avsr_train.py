@@ -174,7 +174,7 @@ class TranscriptCollector(Node):
     """Keeps every Transcript it gets."""
 
     kind = "test_avsr_train_collector"
-    inputs = (PortSpec("transcripts", (Transcript,), queue=QueueConfig.make("block", 4096)),)
+    inputs = (PortSpec("transcripts", TRANSCRIPT_TYPES, queue=QueueConfig.make("block", 4096)),)
 
     def __init__(self, name: str, params: Any = None, clock: Any = None) -> None:
         super().__init__(name, params, clock)

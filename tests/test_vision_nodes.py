@@ -127,3 +127,43 @@ def test_a_camera_read_error_ends_the_source_and_the_reader_releases_it(monkeypa
         pass
     src.on_stop()
     assert len(out) == 1 and src.stats.dropped["stale"] == 2       # the newest of the 3 frames, then the end
+
+
+# ------------------------------------------------------------------------------------------ the model contract
+def test_vision_config_validates_itself_naming_the_value_and_what_is_allowed() -> None:
+    from kikimimi.engine.errors import ParamError
+    from kikimimi.models.vision.faces import VisionConfig
+
+    for kwargs, pattern in (({"detect_every": 0}, r"detect_every=0 is not allowed; allowed: an int, 1 <= "),
+                            ({"max_faces": 33}, r"max_faces=33 is not allowed"),
+                            ({"min_face": 0.01}, r"min_face=0.01 is not allowed; allowed: 0.02 <= min_face <= 0.9"),
+                            ({"scale_factor": 1.0}, r"scale_factor=1.0 is not allowed"),
+                            ({"fps": 0.0}, r"fps=0.0 is not allowed")):
+        with pytest.raises(ParamError, match=pattern):
+            VisionConfig(**kwargs)
+
+
+@pytest.mark.data
+def test_face_stream_gives_what_the_node_emits(grid_frames: list[tuple[str, Message]]) -> None:
+    from kikimimi.models.vision.faces import FaceAnalyzer, FrameOrderError, VisionConfig
+
+    config = VisionConfig(detect_every=3)
+    node_out = [m for _, m in run_node(VisionNode("vision", {"detect_every": 3}), grid_frames)]
+    st = FaceAnalyzer(config).new_stream()
+    got = []
+    for _, frame in grid_frames:
+        assert isinstance(frame, VideoFrame)
+        got.append(st.accept(frame.image, frame.pixel_format, frame.frame_index, frame.header.t_ns))
+    assert len(got) == len(node_out) == 75
+    for a, b in zip(got, node_out, strict=True):
+        assert isinstance(b, Faces)
+        assert (a.frame_index, a.width, a.height, a.fps) == (b.frame_index, b.width, b.height, b.fps)
+        assert [f.face_id for f in a.faces] == [f.face_id for f in b.faces]
+        for fa, fb in zip(a.faces, b.faces, strict=True):
+            np.testing.assert_array_equal(fa.landmarks, fb.landmarks)
+            np.testing.assert_array_equal(fa.mouth, fb.mouth)
+            assert fa.aperture == fb.aperture and fa.detected == fb.detected
+    assert st.timings.frames == 75 and st.timings.detections >= 25
+    with pytest.raises(FrameOrderError, match="frame 3 comes after frame 74"):
+        st.accept(grid_frames[3][1].image, "bgr24", 3)                    # type: ignore[union-attr]
+    assert st.last_index == 74

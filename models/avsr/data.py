@@ -5,11 +5,13 @@ files; a video without a ``.txt`` of the same stem next to it is skipped (and sa
 reads each pair: the transcript, normalised to the model's vocabulary, and one training example per clip,
 built from what the ``avsr`` node receives in the graph and decodes for that clip.
 
-* **The node's inputs** (:func:`read_graph_clip`): the clip is played through the ``file_source`` node
-  (``video: true``, 16 kHz mono int16 in 20 ms chunks, as fast as possible) and its frames through the
-  ``vision`` node (default parameters, as in ``launch/av.yaml``), both driven offline, so the audio (the
-  mean of the channels, int16-rounded), each frame's ``sample_index`` and the faces are exactly those of
-  the graph (``kikimimi.models.vision.clip.read_av_clip`` reads the same audio and frame times, but runs
+* **The node's inputs** (:func:`read_graph_clip`): the clip is read by the code ``file_source`` plays it
+  with (:class:`~kikimimi.models.media.MediaReader`, video on, 16 kHz mono in 20 ms chunks, int16 as the
+  node sends them) and its frames go through the code the ``vision`` node runs (a
+  :class:`~kikimimi.models.vision.faces.FaceAnalyzer` stream, the node's default config as in
+  ``launch/av.yaml``), so the audio (the mean of the channels, int16-rounded), each frame's ``sample_index``
+  and the faces are exactly those of the graph (``kikimimi.models.vision.clip.read_av_clip`` reads the
+  same audio and frame times whole, its own way, and runs
   the vision front end directly, not the node). Per frame the mouth of the face the node follows (:func:`follow_face`).
 * **The span** (``segment``): ``"vad"`` (default) runs OUR two-stage VAD over the audio exactly as the
   ``vad`` node does in the graph (:func:`kikimimi.models.speaker.files.speech_spans`: the same node class,
@@ -45,7 +47,6 @@ import itertools
 import json
 import logging
 import os
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ from kikimimi.models.avsr.model import (
     normalize_text,
 )
 from kikimimi.models.frontend.kaldi import kaldi_fbank
+from kikimimi.models.vision.faces import VisionConfig
 
 log = logging.getLogger("kikimimi.avsr.data")
 
@@ -174,51 +176,31 @@ class GraphClip:
         return self.audio.astype(np.float32) * np.float32(1.0 / 32768.0)
 
 
-def read_graph_clip(video: str | Path, vision_params: dict[str, Any] | None = None) -> GraphClip:
-    """Play ``video`` through the ``file_source`` node (video on, 16 kHz mono int16, 20 ms chunks, speed 0) and
-    its frames through a ``vision`` node (``vision_params``; default: the node's defaults), both offline."""
-    from kikimimi.engine.messages import Message
-    from kikimimi.engine.msgs.audio import AudioChunk
-    from kikimimi.engine.msgs.vision import Faces, VideoFrame
-    from kikimimi.nodes.file_source import FileSource
-    from kikimimi.nodes.vision import VisionNode
+def read_graph_clip(video: str | Path, vision: VisionConfig | None = None) -> GraphClip:
+    """Read ``video`` as ``file_source`` plays it (video on, 16 kHz mono, 20 ms chunks converted to int16) and
+    its frames through a vision front-end stream (``vision``; default: the vision node's defaults), the
+    model-level code those nodes run, offline."""
+    from kikimimi.models.media import AudioPiece, MediaConfig, MediaReader, PacketSkipped
+    from kikimimi.models.pcm import convert
+    from kikimimi.models.vision.faces import FaceAnalyzer
 
-    src = FileSource("source", {"path": str(video), "video": True, "speed": 0.0, "sample_rate": SAMPLE_RATE,
-                                "chunk_ms": CHUNK_MS, "dtype": "int16", "channels": 1})
-    vision = VisionNode("vision", dict(vision_params or {}))
+    stream = FaceAnalyzer(vision).new_stream()
     audio: list[np.ndarray] = []
-    n_audio = 0
-    frames: list[Faces] = []
-
-    def from_vision(port: str, msg: Message) -> None:
-        if isinstance(msg, Faces):
-            frames.append(msg)
-
-    def from_source(port: str, msg: Message) -> None:
-        nonlocal n_audio
-        if isinstance(msg, AudioChunk):
-            if msg.header.sample_index != n_audio:
-                raise KikimimiError(f"{video}: file_source audio jumps from sample {n_audio} to "
-                                    f"{msg.header.sample_index}")
-            audio.append(msg.samples[:, 0])
-            n_audio += msg.n_samples
-        elif isinstance(msg, VideoFrame):
-            vision.on_message("video", msg)
-
-    vision.bind(from_vision)
-    src.bind(from_source)
-    src.on_start()
-    try:
-        vision.on_start()
-        stop = threading.Event()
-        while src.produce(stop):
-            pass
-    finally:
-        src.on_stop()
-        vision.on_stop()
+    samples: list[int] = []
+    faces: list[tuple[Face, ...]] = []
+    with MediaReader(video, MediaConfig(SAMPLE_RATE, True, CHUNK_MS, video=True)) as reader:
+        if reader.missing_video:
+            log.warning("%s has no video track; reading its audio only", video)
+        for item in reader:
+            if isinstance(item, AudioPiece):
+                audio.append(convert(item.samples, "int16")[:, 0])
+            elif isinstance(item, PacketSkipped):
+                log.warning("%s: skipping an undecodable packet: %s", video, item.error)
+            else:
+                samples.append(item.sample_index)
+                faces.append(stream.accept(item.image, "bgr24", item.frame_index).faces)
     pcm = np.concatenate(audio) if audio else np.zeros(0, np.int16)
-    return GraphClip(pcm.astype(np.int16, copy=False),
-                     np.asarray([f.header.sample_index for f in frames], np.int64), [f.faces for f in frames])
+    return GraphClip(pcm.astype(np.int16, copy=False), np.asarray(samples, np.int64), faces)
 
 
 def follow_face(faces: list[tuple[Face, ...]], frame_samples: np.ndarray, start: int) -> tuple[np.ndarray,

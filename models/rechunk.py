@@ -1,5 +1,6 @@
-"""Re-chunking audio on the sample clock, shared by the source nodes. Not a node kind.
+"""Re-chunking audio on the sample clock: fixed chunks of ``chunk_ms`` on a stream's absolute sample grid.
 
+Used by the media reader (:mod:`kikimimi.models.media`, what ``file_source`` plays) and ``mic_source``.
 Sample format conversions live in :mod:`kikimimi.models.pcm`.
 """
 
