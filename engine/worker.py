@@ -29,7 +29,7 @@ import zmq
 from kikimimi.engine.clock import MonotonicClock
 from kikimimi.engine.driver import NodeDriver
 from kikimimi.engine.graph import load_graph
-from kikimimi.engine.messages import register_types
+from kikimimi.engine.messages import Control, register_types
 from kikimimi.engine.node import Source
 from kikimimi.engine.runner import build_node
 from kikimimi.engine.zmq_transport import ZmqReceiver, ZmqSender
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = Path(args.run_dir)
     spec = load_graph(json.loads((run_dir / "graph.json").read_text()))
-    register_types(spec.message_types())   # what this process may receive: the types on the graph's ports
+    # What this process may receive: control messages, and the types on the graph's ports.
+    register_types([Control, *spec.message_types()])
     eps = json.loads((run_dir / "endpoints.json").read_text())
     endpoints = {tuple(k.split(".", 1)): v for k, v in eps["inputs"].items()}
     name = args.node
