@@ -272,3 +272,22 @@ def test_cli_set_overrides_node_params_and_input_keeps_the_video(data_dir: Path)
         apply_settings(spec, ["nope.x=1"])
     with pytest.raises(GraphError, match="unknown parameter 'grammar'"):
         apply_settings(spec, ["asr.grammar=grid"])
+
+
+def test_cli_run_output_writes_the_roles_or_says_which_key_to_add(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from kikimimi.launch.cli import main
+
+    graph, out = tmp_path / "g.yaml", tmp_path / "o.jsonl"
+    graph.write_text(yaml.safe_dump(toy(outputs={"audio": "gain.audio"})))
+    assert main(["run", str(graph), "--output", str(out)]) == 0
+    assert [json.loads(line)["header"]["source"] for line in out.read_text().splitlines()] == ["gain"] * 3
+    graph.write_text(yaml.safe_dump(toy()))
+    assert main(["run", str(graph), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "kikimimi: error: --output writes the graph's outputs, and graph 't' names none" in err
+    assert "outputs: {transcripts: node.port, events: node.port}" in err
