@@ -5,6 +5,8 @@ File format (``version: 1``)::
     name: default
     transport: inproc            # inproc | zmq
     input: source                # the node that `kikimimi run --input` replaces (optional)
+    outputs:                     # what the graph produces, by role: role -> node.output_port (optional)
+      events: vad.events
     nodes:
       source:
         kind: file_source
@@ -18,6 +20,11 @@ File format (``version: 1``)::
         inputs:
           in: {from: [vad.events], policy: block, capacity: 256, max_age_ms: 2000}
     zmq: {tcp_host: 127.0.0.1, tcp_base_port: 5550}  # optional; ipc:// endpoints need nothing
+
+``outputs`` names the results of a graph by role (``transcripts``, ``events``, ...), so that tools reach them
+without knowing node kinds: ``kikimimi run --output`` writes every role to a JSONL file, ``kikimimi
+transcribe`` reads the ``transcripts`` role. ``spec.output(role)`` gives one; a missing role raises a
+GraphError that lists the roles there are (or says to add ``outputs:`` when the graph has none).
 
 Validation names the place of each problem (``nodes.vad.params.mode: ...``) and what is allowed.
 """
@@ -34,13 +41,13 @@ import yaml
 
 from kikimimi.engine.errors import GraphError, KikimimiError, UnknownNodeKind
 from kikimimi.engine.messages import Message
-from kikimimi.engine.node import Node, Source
+from kikimimi.engine.node import Node, PortSpec, Source
 from kikimimi.engine.params import validate_params
 from kikimimi.engine.queues import Policy, QueueConfig
 from kikimimi.engine.registry import load_kind
 
 TRANSPORTS = ("inproc", "zmq")
-_TOP_KEYS = ("version", "name", "description", "transport", "input", "nodes", "zmq")
+_TOP_KEYS = ("version", "name", "description", "transport", "input", "outputs", "nodes", "zmq")
 _NODE_KEYS = ("kind", "params", "inputs", "host")
 _INPUT_KEYS = ("from", "policy", "capacity", "max_age_ms", "age_from")
 _ZMQ_KEYS = ("tcp_host", "tcp_base_port", "max_message_mb")
@@ -74,6 +81,20 @@ class NodeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One named result of a graph: role ``role`` is output port ``port`` of node ``node``."""
+
+    role: str
+    node: str
+    port: str
+
+    @property
+    def ref(self) -> str:
+        """``node.port``, the form graph files use."""
+        return f"{self.node}.{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class ZmqSettings:
     """ZeroMQ settings of a graph: tcp endpoint base, and the size above which a message is rejected."""
 
@@ -92,12 +113,34 @@ class GraphSpec:
     input_node: str | None = None
     description: str = ""
     zmq: ZmqSettings = field(default_factory=ZmqSettings)
+    outputs: tuple[OutputSpec, ...] = ()
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
             if n.name == name:
                 return n
         raise GraphError("", f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles of ``outputs``, in the order the graph lists them."""
+        return tuple(o.role for o in self.outputs)
+
+    def output(self, role: str) -> OutputSpec:
+        """The output of role ``role``; GraphError lists the roles there are, or says how to name some."""
+        for o in self.outputs:
+            if o.role == role:
+                return o
+        if not self.outputs:
+            raise GraphError("outputs", f"graph {self.name!r} names no outputs, so it has no {role!r} output; add "
+                                        f"to the graph file: outputs: {{{role}: node.port}} (output ports: "
+                                        f"{', '.join(self.output_ports()) or '(none)'})")
+        raise GraphError("outputs", f"graph {self.name!r} has no output {role!r}; its outputs: "
+                                    f"{', '.join(f'{o.role} ({o.ref})' for o in self.outputs)}")
+
+    def output_ports(self) -> list[str]:
+        """Every ``node.port`` output of the graph's nodes (what ``outputs`` may name)."""
+        return [f"{n.name}.{p.name}" for n in self.nodes for p in n.cls.outputs]
 
     def routes(self, name: str) -> dict[str, list[tuple[str, str]]]:
         """Output port of ``name`` -> the (node, input port) pairs it feeds."""
@@ -128,6 +171,8 @@ class GraphSpec:
             d["description"] = self.description
         if self.input_node:
             d["input"] = self.input_node
+        if self.outputs:
+            d["outputs"] = {o.role: o.ref for o in self.outputs}
         d["nodes"] = nodes
         if self.zmq != ZmqSettings():
             d["zmq"] = {"tcp_host": self.zmq.tcp_host, "tcp_base_port": self.zmq.tcp_base_port,
@@ -159,6 +204,19 @@ class GraphSpec:
             raise GraphError(f"nodes.{name}", "a node of that name exists already")
         d["nodes"][name] = {"kind": kind, "params": dict(params), "inputs": dict(inputs)}
         return load_graph(d)
+
+    def without_nodes(self, names: set[str] | frozenset[str]) -> GraphSpec:
+        """A copy without the nodes ``names``, validated (an input or output naming one of them is an error)."""
+        d = self.to_dict()
+        for name in names:
+            if name not in d["nodes"]:
+                raise GraphError("", f"no node {name!r} to remove; nodes: {', '.join(d['nodes'])}")
+            del d["nodes"][name]
+        return load_graph(d)
+
+    def sinks(self) -> set[str]:
+        """The nodes whose kind has no output ports (console, files): nothing in the graph reads them."""
+        return {n.name for n in self.nodes if not n.cls.outputs}
 
     def message_types(self) -> tuple[type[Message], ...]:
         """The message types on the ports of this graph's node kinds (base classes such as ``Message``
@@ -245,7 +303,7 @@ def _validate(data: Any) -> GraphSpec:
             raise UnknownNodeKind(f"{where}.kind", exc.problem) from None
     nodes: dict[str, NodeSpec] = {}
     for name, nd in raw_nodes.items():
-        nodes[name] = _validate_node(name, nd, classes, raw_nodes)
+        nodes[name] = _validate_node(name, nd, classes)
     order = _topological(nodes)
     zmq_raw = data.get("zmq") or {}
     _check_keys(zmq_raw, _ZMQ_KEYS, "zmq")
@@ -261,11 +319,39 @@ def _validate(data: Any) -> GraphSpec:
     if input_node is not None and not issubclass(classes[input_node], Source):
         raise GraphError("input", f"node {input_node!r} is not a source")
     return GraphSpec(str(data.get("name", "graph")), tuple(nodes[n] for n in order), transport, input_node,
-                     str(data.get("description", "")), zmq)
+                     str(data.get("description", "")), zmq, _validate_outputs(data.get("outputs"), classes))
 
 
-def _validate_node(name: str, nd: Mapping[str, Any], classes: dict[str, type[Node]],
-                   raw_nodes: Mapping[str, Any]) -> NodeSpec:
+def _validate_outputs(raw: Any, classes: dict[str, type[Node]]) -> tuple[OutputSpec, ...]:
+    """``outputs``: role -> node.output_port, each naming a node and one of its output ports."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise GraphError("outputs", f"expected a mapping of role -> node.output_port, got {type(raw).__name__}")
+    outputs = []
+    for role, ref in raw.items():
+        where = f"outputs.{role}"
+        if not isinstance(role, str) or not _NAME.match(role):
+            raise GraphError(where, "roles are 1-32 chars of a-z, 0-9, _ starting with a letter")
+        node, port = _parse_ref(ref, where)
+        _output_port(classes, node, port, where)
+        outputs.append(OutputSpec(role, node, port))
+    return tuple(outputs)
+
+
+def _output_port(classes: dict[str, type[Node]], node: str, port: str, where: str) -> PortSpec:
+    """The spec of output ``port`` of ``node``; GraphError at ``where`` lists the nodes or that node's outputs."""
+    if node not in classes:
+        raise GraphError(where, f"no node {node!r}; nodes: {', '.join(classes)}")
+    spec = classes[node].output_spec(port)
+    if spec is None:
+        outs = ", ".join(p.name for p in classes[node].outputs) or "(none)"
+        kind = classes[node].kind
+        raise GraphError(where, f"node {node!r} ({kind}) has no output port {port!r}; its outputs: {outs}")
+    return spec
+
+
+def _validate_node(name: str, nd: Mapping[str, Any], classes: dict[str, type[Node]]) -> NodeSpec:
     where = f"nodes.{name}"
     cls = classes[name]
     try:
@@ -292,13 +378,7 @@ def _validate_node(name: str, nd: Mapping[str, Any], classes: dict[str, type[Nod
         sources = []
         for ref in refs:
             src, out = _parse_ref(ref, f"{pwhere}.from")
-            if src not in classes:
-                raise GraphError(f"{pwhere}.from", f"no node {src!r}; nodes: {', '.join(raw_nodes)}")
-            ospec = classes[src].output_spec(out)
-            if ospec is None:
-                outs = ", ".join(p.name for p in classes[src].outputs) or "(none)"
-                raise GraphError(f"{pwhere}.from",
-                                 f"node {src!r} ({classes[src].kind}) has no output port {out!r}; its outputs: {outs}")
+            ospec = _output_port(classes, src, out, f"{pwhere}.from")
             if not spec.accepts(ospec.types):
                 raise GraphError(pwhere, f"{src}.{out} carries {ospec.type_names()} but {name}.{port} "
                                          f"accepts {spec.type_names()}")
@@ -376,6 +456,11 @@ class GraphBuilder:
 
     def input(self, name: str) -> GraphBuilder:
         self._d["input"] = name
+        return self
+
+    def output(self, role: str, ref: str) -> GraphBuilder:
+        """Name output ``ref`` ("node.port") as the graph's ``role`` output (the ``outputs:`` of a file)."""
+        self._d.setdefault("outputs", {})[role] = ref
         return self
 
     def build(self) -> GraphSpec:

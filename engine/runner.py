@@ -4,6 +4,9 @@ This is the embedded default: ``Runner(spec).run()`` returns when every node has
 (also called on SIGINT/SIGTERM by :func:`run_graph`) asks the sources to stop; END_OF_STREAM then
 travels down the graph and every message already accepted is still processed. If that takes longer
 than ``shutdown_timeout_s``, the remaining nodes are aborted.
+
+``tap("node.port", fn)`` lets the code that runs the graph see what an output port emits without a node
+of its own (``kikimimi transcribe`` keeps the final transcripts of the graph's ``transcripts`` output).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from types import FrameType
 
 from kikimimi.engine.clock import Clock, MonotonicClock
 from kikimimi.engine.driver import NodeDriver
-from kikimimi.engine.errors import KikimimiError
+from kikimimi.engine.errors import GraphError, KikimimiError
 from kikimimi.engine.graph import GraphSpec
 from kikimimi.engine.messages import Message
 from kikimimi.engine.node import Node, Source
@@ -54,6 +57,7 @@ class Runner:
         self.drivers: dict[str, NodeDriver] = {}
         self._threads: list[threading.Thread] = []
         self._stop_requested: float | None = None
+        self._taps: dict[str, dict[str, list[Callable[[Message], None]]]] = {ns.name: {} for ns in spec.nodes}
         for ns in spec.nodes:
             node, inbox, upstream = build_node(spec, ns.name, self.clock)
             self.drivers[ns.name] = NodeDriver(node, inbox, upstream)
@@ -65,8 +69,11 @@ class Runner:
             port: [(self.drivers[n], p) for n, p in dests] for port, dests in self.spec.routes(name).items()
         }
         source = self.drivers[name]
+        taps = self._taps[name]
 
         def emit(port: str, msg: Message) -> None:
+            for fn in taps.get(port, ()):
+                fn(msg)
             for driver, in_port in targets.get(port, ()):
                 inbox = driver.inbox
                 if inbox is None:
@@ -77,6 +84,18 @@ class Runner:
                         break
 
         return emit
+
+    def tap(self, ref: str, fn: Callable[[Message], None]) -> None:
+        """Call ``fn(msg)`` with every message (data and control) that output ``ref`` ("node.port") emits, on
+        the emitting node's thread, before the message is queued to the inputs it feeds. ``fn`` must be quick
+        and thread-safe; what it raises fails the emitting node. Call before :meth:`start`."""
+        node, _, port = ref.partition(".")
+        if node not in self._taps:
+            raise GraphError("", f"cannot tap {ref!r}: no node {node!r}; nodes: {', '.join(self._taps)}")
+        if self.spec.node(node).cls.output_spec(port) is None:
+            outs = ", ".join(p.name for p in self.spec.node(node).cls.outputs) or "(none)"
+            raise GraphError("", f"cannot tap {ref!r}: node {node!r} has no output port {port!r}; its outputs: {outs}")
+        self._taps[node].setdefault(port, []).append(fn)
 
     @property
     def nodes(self) -> dict[str, Node]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,26 @@ from kikimimi.engine.metrics import format_stats
 from kikimimi.engine.registry import available_kinds, load_kind
 
 GRAPH_DIR = Path(__file__).resolve().parent
-SOURCE_KINDS = {"file_source", "mic_source"}
+
+
+@dataclass(frozen=True, slots=True)
+class InputSource:
+    """A built-in source kind that ``--input`` puts in place of the graph's ``input`` node."""
+
+    kind: str
+    keep: tuple[str, ...]
+    """Parameters kept from the old input node when it was of this same kind (besides ``SHARED_SOURCE_PARAMS``)."""
+
+
+# ``--input mic`` and ``--input FILE``: the engine's built-in audio sources. The one table of source kinds
+# the CLI knows; everything else it reaches through the graph's ``input`` node and ``outputs`` roles.
+INPUT_SOURCES = {
+    "mic": InputSource("mic_source", ()),
+    "file": InputSource("file_source", ("video", "speed")),   # audio-visual graphs keep reading the picture
+}
 # Parameters that mean the same for every audio source and carry over when --input swaps the source.
-_SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms")
+SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms")
+OUTPUT_NODE = "output"
 
 
 def bundled_graphs() -> list[str]:
@@ -45,39 +63,51 @@ def resolve_graph(name_or_path: str) -> GraphSpec:
     return load_graph(path)
 
 
+def apply_input(spec: GraphSpec, input_: str | None, speed: float | None) -> GraphSpec:
+    """The graph with its ``input`` node replaced per --input ("mic" or a file) and --speed (see INPUT_SOURCES).
+
+    With only --speed, a file input keeps its file. Speed 0 (as fast as possible) also makes the graph
+    lossless (every queue blocks, nothing ages out)."""
+    if input_ is None and speed is None:
+        return spec
+    if spec.input_node is None:
+        raise KikimimiError("this graph names no 'input' node, so --input/--speed cannot be applied")
+    old = spec.node(spec.input_node)
+    mic = INPUT_SOURCES["mic"]
+    new = mic if input_ == "mic" or (input_ is None and old.kind == mic.kind) else INPUT_SOURCES["file"]
+    params: dict[str, Any] = {k: v for k, v in old.params.items()
+                              if k in SHARED_SOURCE_PARAMS or (old.kind == new.kind and k in new.keep)}
+    if new is mic:
+        if speed is not None:
+            raise KikimimiError("--speed applies to file input only")
+        return spec.with_node(old.name, new.kind, params)
+    path = input_ if input_ is not None else old.params.get("path")
+    if not Path(str(path)).exists():
+        raise KikimimiError(f"input file not found: {path}")
+    params["path"] = str(path)
+    if speed is not None:
+        params["speed"] = speed
+    spec = spec.with_node(old.name, new.kind, params)
+    return spec.lossless() if params.get("speed", 1.0) == 0 else spec
+
+
+def apply_output(spec: GraphSpec, output: str) -> GraphSpec:
+    """The graph with a ``jsonl_sink`` named ``output`` writing every role of the graph's ``outputs`` to ``output``."""
+    if not spec.outputs:
+        raise KikimimiError(f"--output writes the graph's outputs, and graph {spec.name!r} names none; add to the "
+                            f"graph file, e.g.: outputs: {{transcripts: node.port, events: node.port}} "
+                            f"(its output ports: {', '.join(spec.output_ports()) or '(none)'})")
+    feeds = list(dict.fromkeys(o.ref for o in spec.outputs))
+    return spec.with_extra_node(OUTPUT_NODE, "jsonl_sink", {"path": output},
+                                {"in": {"from": feeds, "policy": "block", "capacity": 256}})
+
+
 def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, speed: float | None,
                     transport: str | None) -> GraphSpec:
     """The graph with --input, --speed, --output and --transport applied."""
-    if input_ is not None or speed is not None:
-        if spec.input_node is None:
-            raise KikimimiError("this graph names no 'input' node, so --input/--speed cannot be applied")
-        old = spec.node(spec.input_node)
-        shared = {k: v for k, v in old.params.items() if k in _SHARED_SOURCE_PARAMS}
-        if input_ == "mic" or (input_ is None and old.kind == "mic_source"):
-            if speed is not None:
-                raise KikimimiError("--speed applies to file input only")
-            spec = spec.with_node(old.name, "mic_source", shared)
-        else:
-            path = input_ if input_ is not None else old.params.get("path")
-            if not Path(str(path)).exists():
-                raise KikimimiError(f"input file not found: {path}")
-            params: dict[str, Any] = {**shared, "path": str(path)}
-            if old.kind == "file_source" and "video" in old.params:
-                params["video"] = old.params["video"]     # audio-visual graphs keep reading the picture
-            if speed is not None:
-                params["speed"] = speed
-            elif old.kind == "file_source" and "speed" in old.params:
-                params["speed"] = old.params["speed"]
-            spec = spec.with_node(old.name, "file_source", params)
-            if params.get("speed", 1.0) == 0:
-                spec = spec.lossless()
+    spec = apply_input(spec, input_, speed)
     if output is not None:
-        feeds = sorted({f"{s}.{p}" for n in spec.nodes if n.kind == "console_sink"
-                        for i in n.inputs for s, p in i.sources})
-        if not feeds:
-            raise KikimimiError("--output needs a console_sink in the graph to know what to write")
-        spec = spec.with_extra_node("output", "jsonl_sink", {"path": output},
-                                    {"in": {"from": feeds, "policy": "block", "capacity": 256}})
+        spec = apply_output(spec, output)
     if transport is not None:
         spec = spec.with_transport(transport)
     return spec
@@ -180,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--zmq-scheme", choices=["ipc", "tcp"], default="ipc",
                      help="ZeroMQ endpoints: ipc (one machine, default) or tcp (across machines)")
     run.add_argument("--only", help="with zmq: run only these nodes (comma-separated) on this machine")
-    run.add_argument("--output", help="also write every message the console shows to this JSONL file")
+    run.add_argument("--output", help="also write the graph's outputs (every role under 'outputs:' in the graph "
+                                      "file) to this JSONL file")
     run.add_argument("--stats", action="store_true", help="print per-node counters at exit")
     run.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
                      help="set a node parameter (repeatable), e.g. --set asr.backend=sphinx --set asr.model=grid")

@@ -2,104 +2,136 @@
 
 The graph is the bundled ``default`` graph itself (file or mic -> vad + features -> asr -> fusion ->
 console), changed in three places only: its input node becomes a ``file_source`` at speed 0 (every
-queue blocking, nothing ages out: lossless playback as fast as the nodes go), the asr node gets the
-``--model`` / ``--language`` / ``--backend`` given (and its ``audio`` input, if it has one the graph
-leaves unconnected, is fed from the input node: raw-audio backends such as sphinx need it), and the
-console becomes a
-:class:`TranscriptCollector` that keeps the final transcripts. So a file transcribes exactly as it
-would stream live, only faster. Each file runs through its own graph, one after the other.
+queue blocking, nothing ages out: lossless playback as fast as the nodes go), the recognizer gets the
+``--model`` / ``--language`` / ``--backend`` given, and its sinks (nodes without outputs: the console)
+are left out. The transcripts come from the graph's ``transcripts`` output (``outputs:`` in the graph
+file), which a :class:`TranscriptCollector` taps. The recognizer is found from that output too: the node
+where its transcripts start (see :func:`recognizer`). So a file transcribes exactly as it would stream
+live, only faster, and no node kind is named here.
+
+Each file runs through its own graph (a new Runner), one after the other, in this process: nodes that load
+their weights through :func:`kikimimi.models.weights.shared` load them once for all the files.
 
 While a file runs, a progress bar goes to stderr when stderr is a terminal (plain text, redrawn
-with a carriage return): the share of the file's audio the features node has taken in.
+with a carriage return): how far into the file's audio the graph's outputs have got.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import KikimimiError
-from kikimimi.engine.graph import GraphSpec, load_graph
+from kikimimi.engine.graph import GraphSpec, NodeSpec
 from kikimimi.engine.jsonio import message_to_json
-from kikimimi.engine.messages import Message
+from kikimimi.engine.messages import NO_SAMPLE, Message
 from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript
-from kikimimi.engine.node import Node, PortSpec
-from kikimimi.engine.params import ParamValues
-from kikimimi.engine.queues import QueueConfig
-from kikimimi.engine.registry import register
 from kikimimi.launch.subtitles import file_text, format_srt, format_vtt, make_cues
 
 FORMATS = ("text", "jsonl", "vtt", "srt")
-COLLECTOR = "transcript_collector"
-ASR_KIND = "asr"
-CONSOLE_KIND = "console_sink"
+TRANSCRIPTS = "transcripts"
+"""The output role transcribe reads (``outputs: {transcripts: node.port}`` in the graph file)."""
+RECOGNIZER_PARAMS = ("model", "language", "backend")
 
 
-class TranscriptCollector(Node):
-    """Keeps every final Transcript it receives (in arrival order); everything else is ignored."""
+class TranscriptCollector:
+    """Keeps every final transcript given to :meth:`add` (in arrival order); everything else is ignored.
+    A Runner tap: ``runner.tap(spec.output("transcripts").ref, collector.add)``."""
 
-    kind = COLLECTOR
-    help = "Collects final transcripts in memory (used by `kikimimi transcribe`)."
-    inputs = (PortSpec("in", (Message,), queue=QueueConfig.make("block", 256), help="transcripts"),)
-
-    def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
-                 clock: Clock | None = None) -> None:
-        super().__init__(name, params, clock)
+    def __init__(self) -> None:
         self.finals: list[AnyTranscript] = []
 
-    def on_message(self, port: str, msg: Message) -> None:
+    def add(self, msg: Message) -> None:
         """Keep ``msg`` if it is a final transcript."""
         if isinstance(msg, TRANSCRIPT_TYPES) and msg.final:
             self.finals.append(msg)
 
 
-register(TranscriptCollector)
+class AudioPosition:
+    """How far into the audio the messages given to :meth:`add` have got (seconds): the furthest sample
+    position (``header.sample_index`` or ``end_sample``) over its sample rate, of messages that have one.
+    A Runner tap on each output of the graph (VAD events carry a watermark every 100 ms of audio)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, msg: Message) -> None:
+        rate = getattr(msg, "sample_rate", None)
+        if not isinstance(rate, int) or rate <= 0:
+            return
+        end = max(msg.header.sample_index, getattr(msg, "end_sample", NO_SAMPLE))
+        if end == NO_SAMPLE:
+            return
+        with self._lock:
+            self.seconds = max(self.seconds, end / rate)
 
 
 @dataclass(frozen=True, slots=True)
 class FileResult:
-    """One input file and its final transcripts, in order."""
+    """One input file and its final transcripts, in order; with the wall time it took to build and start
+    its graph (``setup_s``: node construction and start, where models load and warm up) and to run it."""
 
     path: str
     finals: tuple[AnyTranscript, ...]
+    setup_s: float = 0.0
+    run_s: float = 0.0
+
+
+def _carries_transcripts(spec: GraphSpec, node: str, port: str) -> bool:
+    ospec = spec.node(node).cls.output_spec(port)
+    return ospec is not None and any(issubclass(t, TRANSCRIPT_TYPES) for t in ospec.types)
+
+
+def recognizer(spec: GraphSpec, role: str = TRANSCRIPTS) -> NodeSpec:
+    """The node where the transcripts of output ``role`` start: walking upstream from that output over the
+    edges that carry transcripts (fusion's ``transcripts`` input, fed by the recognizer), the node that has
+    no such input. KikimimiError if that is not exactly one node."""
+    out = spec.output(role)
+    found: list[str] = []
+    todo, seen = [out.node], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        ups = [src for i in spec.node(name).inputs for src, port in i.sources if _carries_transcripts(spec, src, port)]
+        if ups:
+            todo.extend(ups)
+        else:
+            found.append(name)
+    if len(found) != 1:
+        raise KikimimiError(f"transcribe sets --model/--language/--backend on the one node where the graph's "
+                            f"{role!r} output ({out.ref}) starts; found {len(found)}: {', '.join(sorted(found))}")
+    return spec.node(found[0])
 
 
 def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
                      backend: str | None = None) -> GraphSpec:
-    """``base`` (the default graph) set up to transcribe ``path``: file input at speed 0, asr options, collector."""
+    """``base`` (the default graph) set up to transcribe ``path``: file input at speed 0, recognizer options,
+    sinks left out. The graph must name its ``transcripts`` output (GraphError says how, if not)."""
     from kikimimi.launch.cli import apply_overrides
 
+    base.output(TRANSCRIPTS)
     spec = apply_overrides(base, path, None, 0.0, "inproc")
-    asr = [n for n in spec.nodes if n.kind == ASR_KIND]
-    if len(asr) != 1:
-        raise KikimimiError(f"transcribe needs a graph with exactly one {ASR_KIND!r} node; found {len(asr)}")
-    node = asr[0]
-    declared = {p.name for p in node.cls.params}
-    params = dict(node.params)
-    for name, value in (("model", model), ("language", language), ("backend", backend)):
-        if value is None:
-            continue
-        if name not in declared:
-            raise KikimimiError(f"the asr node has no parameter {name!r}; parameters: {', '.join(sorted(declared))}")
-        params[name] = value
-    spec = spec.with_node(node.name, node.kind, params)
-    if (node.cls.input_spec("audio") is not None and "audio" not in {i.port for i in node.inputs}
-            and spec.input_node is not None):
-        # Backends that take raw audio (sphinx) read the asr node's audio input: feed it from the source.
-        d = spec.to_dict()
-        d["nodes"][node.name]["inputs"]["audio"] = {"from": f"{spec.input_node}.audio", "policy": "block",
-                                                    "capacity": 512}
-        spec = load_graph(d)
-    consoles = [n.name for n in spec.nodes if n.kind == CONSOLE_KIND]
-    if not consoles:
-        raise KikimimiError("transcribe needs a console_sink in the graph (it is replaced by the collector)")
-    for name in consoles:
-        spec = spec.with_node(name, COLLECTOR, {})
+    options = {k: v for k, v in zip(RECOGNIZER_PARAMS, (model, language, backend), strict=True) if v is not None}
+    if options:
+        node = recognizer(spec)
+        declared = {p.name for p in node.cls.params}
+        for name in options:
+            if name not in declared:
+                raise KikimimiError(f"the recognizer node {node.name!r} ({node.kind}) has no parameter {name!r}; "
+                                    f"parameters: {', '.join(sorted(declared))}")
+        spec = spec.with_node(node.name, node.kind, {**node.params, **options})
+    sinks = spec.sinks()
+    if sinks:
+        spec = spec.without_nodes(sinks)
     return spec.lossless()
 
 
@@ -152,46 +184,39 @@ class Progress:
             self._last = ""
 
 
-def _audio_seconds(runner: Any, spec: GraphSpec) -> float:
-    """Seconds of audio the features node (else the source) has taken in so far."""
-    feats = [n for n in spec.nodes if n.kind == "features"]
-    src = spec.node(spec.input_node) if spec.input_node else None
-    chunk_ms = float(src.params.get("chunk_ms", 20)) if src is not None else 20.0
-    if feats:
-        count = runner.nodes[feats[0].name].stats.processed
-    elif src is not None:
-        count = runner.nodes[src.name].stats.emitted
-    else:
-        return 0.0
-    return count * chunk_ms / 1000.0
-
-
 def run_file(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
              backend: str | None = None, progress: Progress | None = None) -> FileResult:
     """Transcribe one file through the streaming graph; its final transcripts in order."""
     from kikimimi.engine.runner import GraphFailed, Runner, install_stop_signals
 
     spec = transcribe_graph(base, path, model, language, backend)
+    t0 = time.perf_counter()
     runner = Runner(spec)
-    collectors = [n for name, n in runner.nodes.items() if isinstance(n, TranscriptCollector)]
+    collector = TranscriptCollector()
+    runner.tap(spec.output(TRANSCRIPTS).ref, collector.add)
+    position = AudioPosition()
+    for out in spec.outputs:
+        runner.tap(out.ref, position.add)
     total = media_duration(path) if progress is not None and progress.enabled else None
     restore = install_stop_signals(runner.stop, runner.abort)
+    t1 = t0
     try:
         runner.start()
+        t1 = time.perf_counter()
         while not runner.wait(0.1):
             if progress is not None:
-                progress.update(Path(path).name, _audio_seconds(runner, spec), total)
+                progress.update(Path(path).name, position.seconds, total)
     finally:
         restore()
         if progress is not None:
             progress.done()
+    t2 = time.perf_counter()
     failed = [(n, d.error) for n, d in runner.drivers.items() if d.error is not None]
     if failed:
         name, err = failed[0]
         raise GraphFailed(f"{path}: node {name!r} failed: {type(err).__name__}: {err}") from err
-    finals = sorted((t for c in collectors for t in c.finals),
-                    key=lambda t: (t.header.stream_id, t.start_sample, t.utterance_id))
-    return FileResult(path, tuple(finals))
+    finals = sorted(collector.finals, key=lambda t: (t.header.stream_id, t.start_sample, t.utterance_id))
+    return FileResult(path, tuple(finals), t1 - t0, t2 - t1)
 
 
 def render(results: Sequence[FileResult], fmt: str) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import toy_nodes
 
-from kikimimi.engine.errors import GraphError, UnknownNodeKind
-from kikimimi.engine.graph import GraphBuilder, load_graph
+from kikimimi.engine.errors import GraphError, KikimimiError, UnknownNodeKind
+from kikimimi.engine.graph import GraphBuilder, OutputSpec, load_graph
 from kikimimi.engine.queues import Policy
 from kikimimi.launch.cli import apply_overrides, resolve_graph
 
@@ -146,6 +146,7 @@ def test_builder_produces_the_same_spec_as_the_default_file() -> None:
      .connect("speakers", "speaker.turns", policy="block", capacity=256))
     g.node("console", "console_sink", vad_events="start").connect(
         "in", "fusion.transcripts", "vad.events", policy="block", capacity=256)
+    g.output("transcripts", "fusion.transcripts").output("events", "vad.events")
     assert g.build() == load_graph(DEFAULT)
 
 
@@ -156,6 +157,81 @@ def test_spec_round_trips_through_yaml_and_keeps_order() -> None:
     assert spec.routes("src") == {"audio": [("gain", "audio")]}
     gain = spec.node("gain")
     assert gain.inputs[0].queue.policy is Policy.BLOCK and gain.inputs[0].queue.capacity == 16
+
+
+# ---------------------------------------------------------------------- named outputs
+def test_outputs_name_results_by_role_and_round_trip() -> None:
+    spec = load_graph(toy(outputs={"audio": "gain.audio", "raw": "src.audio"}))
+    assert spec.roles == ("audio", "raw")
+    assert spec.output("audio") == OutputSpec("audio", "gain", "audio") and spec.output("raw").ref == "src.audio"
+    assert spec.to_dict()["outputs"] == {"audio": "gain.audio", "raw": "src.audio"}
+    assert load_graph(spec.to_yaml()) == spec and load_graph(spec.to_dict()) == spec
+    kept = spec.with_transport("zmq").with_node("gain", "toy_gain", {"fail_on": 3}).lossless()
+    assert kept.outputs == spec.outputs
+    built = GraphBuilder("t")
+    built.node("src", "toy_ramp", count=3)
+    built.node("gain", "toy_gain").connect("audio", "src.audio")
+    built.node("sink", "toy_collect").connect("in", "gain.audio")
+    built.output("audio", "gain.audio").output("raw", "src.audio")
+    assert built.build() == spec
+    assert load_graph(toy()).outputs == () and "outputs" not in load_graph(toy()).to_dict()
+
+
+def test_unknown_output_node_or_port_is_named_with_what_exists() -> None:
+    err = error_of(toy(outputs={"audio": "gian.audio"}))
+    assert err.where == "outputs.audio"
+    assert "no node 'gian'; nodes: src, gain, sink" in str(err)
+    err = error_of(toy(outputs={"audio": "gain.video"}))
+    assert err.where == "outputs.audio"
+    assert "node 'gain' (toy_gain) has no output port 'video'; its outputs: audio" in str(err)
+    err = error_of(toy(outputs={"audio": "sink.in"}))
+    assert "node 'sink' (toy_collect) has no output port 'in'; its outputs: (none)" in str(err)
+    assert "not a reference of the form node.output_port" in str(error_of(toy(outputs={"audio": "gain"})))
+    assert "expected a mapping of role -> node.output_port" in str(error_of(toy(outputs=["gain.audio"])))
+    assert "roles are 1-32 chars" in str(error_of(toy(outputs={"Audio": "gain.audio"})))
+
+
+def test_a_missing_role_lists_the_roles_or_says_how_to_name_outputs() -> None:
+    spec = load_graph(toy(outputs={"audio": "gain.audio"}))
+    with pytest.raises(GraphError, match=r"has no output 'transcripts'; its outputs: audio \(gain.audio\)"):
+        spec.output("transcripts")
+    with pytest.raises(GraphError, match=r"names no outputs.*outputs: \{transcripts: node.port\} "
+                                         r"\(output ports: src.audio, gain.audio\)"):
+        load_graph(toy()).output("transcripts")
+    with pytest.raises(GraphError, match=r"^outputs.audio: no node 'gain'; nodes: src$"):
+        spec.without_nodes({"gain", "sink"})   # an output names a removed node
+    assert load_graph(toy()).without_nodes({"sink"}).sinks() == set()
+    assert load_graph(toy()).sinks() == {"sink"}
+
+
+def test_bundled_graphs_name_their_transcripts_and_events() -> None:
+    for name in ("default", "av", "av_live"):
+        spec = resolve_graph(name)
+        assert {o.role: o.ref for o in spec.outputs} == {"transcripts": "fusion.transcripts", "events": "vad.events"}
+
+
+def test_output_writes_every_role_and_needs_outputs(tmp_path: Path) -> None:
+    spec = apply_overrides(load_graph(toy(outputs={"raw": "src.audio", "audio": "gain.audio"})), None,
+                           str(tmp_path / "o.jsonl"), None, None)
+    out = spec.node("output")
+    assert out.kind == "jsonl_sink" and out.params["path"] == str(tmp_path / "o.jsonl")
+    assert out.inputs[0].sources == (("src", "audio"), ("gain", "audio"))
+    with pytest.raises(KikimimiError, match=r"--output writes the graph's outputs, and graph 't' names none; "
+                                            r"add to the graph file.*output ports: src.audio, gain.audio"):
+        apply_overrides(load_graph(toy()), None, str(tmp_path / "o.jsonl"), None, None)
+
+
+def test_output_through_roles_runs_and_writes_what_the_roles_emit(tmp_path: Path) -> None:
+    import json
+
+    from kikimimi.engine.runner import Runner
+
+    spec = apply_overrides(load_graph(toy(outputs={"audio": "gain.audio"})), None, str(tmp_path / "o.jsonl"),
+                           None, None)
+    Runner(spec).run()
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["header"]["source"] for r in rows] == ["gain"] * 3
+    assert [r["header"]["sample_index"] for r in rows] == [0, 160, 320]
 
 
 def test_lossless_makes_every_input_block_without_max_age() -> None:
@@ -221,3 +297,22 @@ def test_a_lossless_graph_stays_lossless_through_its_dict() -> None:
     again = load_graph(lossless.to_dict())
     assert again.node("sink").inputs[0].queue.max_age_ns is None
     assert again == lossless
+
+
+def test_cli_run_output_writes_the_roles_or_says_which_key_to_add(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from kikimimi.launch.cli import main
+
+    graph, out = tmp_path / "g.yaml", tmp_path / "o.jsonl"
+    graph.write_text(yaml.safe_dump(toy(outputs={"audio": "gain.audio"})))
+    assert main(["run", str(graph), "--output", str(out)]) == 0
+    assert [json.loads(line)["header"]["source"] for line in out.read_text().splitlines()] == ["gain"] * 3
+    graph.write_text(yaml.safe_dump(toy()))
+    assert main(["run", str(graph), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "kikimimi: error: --output writes the graph's outputs, and graph 't' names none" in err
+    assert "outputs: {transcripts: node.port, events: node.port}" in err

@@ -103,3 +103,22 @@ def test_abort_ends_a_stuck_graph() -> None:
     # Aborted before it could drain: what it never processed is counted, not silently lost.
     assert sink.dropped["aborted"] > 0
     assert sink.received == sink.processed + sink.dropped["aborted"]
+
+
+def test_a_tap_sees_what_an_output_emits_without_a_node() -> None:
+    from kikimimi.engine.errors import GraphError
+    from kikimimi.engine.messages import Message
+
+    runner = Runner(chain(count=5))
+    seen: list[Message] = []
+    runner.tap("gain.audio", seen.append)
+    with pytest.raises(GraphError, match="no output port 'video'; its outputs: audio"):
+        runner.tap("gain.video", seen.append)
+    with pytest.raises(GraphError, match="no node 'gian'"):
+        runner.tap("gian.audio", seen.append)
+    runner.run()
+    chunks = [m for m in seen if isinstance(m, AudioChunk)]
+    assert [m.header.sample_index for m in chunks] == [i * 160 for i in range(5)]
+    assert all(m.header.source == "gain" for m in chunks)
+    assert any(isinstance(m, Control) and m.kind is ControlKind.END_OF_STREAM for m in seen)
+    assert [m.header.seq for m in data("sink") if m.header.source == "gain"] == [m.header.seq for m in chunks]

@@ -10,13 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kikimimi.engine.errors import GraphError, KikimimiError
+from kikimimi.engine.graph import load_graph
 from kikimimi.engine.jsonio import message_from_json, message_to_json
-from kikimimi.engine.messages import Header
+from kikimimi.engine.messages import NO_SAMPLE, Header
 from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES
-from kikimimi.engine.msgs.speech import Transcript, Word
+from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent, Word
 from kikimimi.launch.cli import main, resolve_graph
 from kikimimi.launch.subtitles import Cue, file_text, format_srt, format_vtt, make_cues, timestamp
-from kikimimi.launch.transcribe import COLLECTOR, Progress, transcribe_graph
+from kikimimi.launch.transcribe import (
+    TRANSCRIPTS,
+    AudioPosition,
+    Progress,
+    TranscriptCollector,
+    recognizer,
+    transcribe_graph,
+)
 
 JFK = "en/jfk/jfk.flac"
 LIBRI = "en/librispeech/1688/1688-142285-0004.flac"   # "his statement of having been a shop boy ..."
@@ -115,17 +124,58 @@ def test_progress_bar_only_on_a_terminal() -> None:
 
 
 # ---------------------------------------------------------------------- the graph
-def test_transcribe_runs_the_default_graph_with_file_input_and_a_collector(data_dir: Path) -> None:
+def test_transcribe_runs_the_default_graph_with_file_input_and_without_sinks(data_dir: Path) -> None:
     base = resolve_graph("default")
     spec = transcribe_graph(base, str(data_dir / JFK), model="tiny.en", language="en")
     kinds = {n.name: n.kind for n in spec.nodes}
-    assert kinds == {**{n.name: n.kind for n in base.nodes}, "source": "file_source", "console": COLLECTOR}
+    assert kinds == {**{n.name: n.kind for n in base.nodes if n.name != "console"}, "source": "file_source"}
     assert spec.node("source").params["speed"] == 0.0
     assert spec.node("asr").params["model"] == "tiny.en" and spec.node("asr").params["language"] == "en"
-    for n in base.nodes:     # same edges (the asr node may also get the source's audio, for raw-audio backends)
-        got = {i.port: i.sources for i in spec.node(n.name).inputs}
-        assert all(got[i.port] == i.sources for i in n.inputs)
+    for n in spec.nodes:     # same edges
+        assert {i.port: i.sources for i in n.inputs} == {i.port: i.sources for i in base.node(n.name).inputs}
     assert all(i.queue.max_age_ns is None for n in spec.nodes for i in n.inputs)
+    assert spec.output(TRANSCRIPTS).ref == "fusion.transcripts"
+
+
+def test_the_recognizer_is_where_the_transcripts_output_starts() -> None:
+    assert recognizer(resolve_graph("default")).name == "asr"
+    assert recognizer(resolve_graph("av")).name == "asr"
+    d = resolve_graph("default").to_dict()
+    d["nodes"]["rec"] = d["nodes"].pop("asr")
+    d["nodes"]["fusion"]["inputs"]["transcripts"]["from"] = ["rec.transcripts"]
+    assert recognizer(load_graph(d)).name == "rec"
+    d["outputs"]["transcripts"] = "rec.transcripts"
+    assert recognizer(load_graph(d)).name == "rec"
+    d = resolve_graph("default").to_dict()
+    d["nodes"]["asr2"] = d["nodes"]["asr"]
+    d["nodes"]["fusion"]["inputs"]["transcripts"]["from"] = ["asr.transcripts", "asr2.transcripts"]
+    with pytest.raises(KikimimiError, match=r"the one node where the graph's 'transcripts' output "
+                                            r"\(fusion.transcripts\) starts; found 2: asr, asr2"):
+        recognizer(load_graph(d))
+
+
+def test_a_graph_without_a_transcripts_output_says_which_key_to_add(data_dir: Path) -> None:
+    d = resolve_graph("default").to_dict()
+    del d["outputs"]
+    with pytest.raises(GraphError, match=r"names no outputs, so it has no 'transcripts' output; add to the graph "
+                                         r"file: outputs: \{transcripts: node.port\}"):
+        transcribe_graph(load_graph(d), str(data_dir / JFK))
+
+
+def test_collector_keeps_finals_and_position_follows_the_outputs() -> None:
+    partial = Transcript(Header("file", 0, 0, 0, "fusion"), 0, 0, "he", "llo", False, 0, 8000, RATE, "en")
+    done = final(0, [("Hello", 0.0, 0.5)])
+    collector = TranscriptCollector()
+    for m in (partial, done):
+        collector.add(m)
+    assert collector.finals == [done]
+    pos = AudioPosition()
+    pos.add(partial)
+    assert pos.seconds == 0.5
+    pos.add(VadEvent(Header("file", 1, 24000, 0, "vad"), SpeechEventKind.PROGRESS, 24000, NO_SAMPLE, RATE, 0.1))
+    assert pos.seconds == 1.5
+    pos.add(done)          # behind the furthest position: unchanged
+    assert pos.seconds == 1.5
 
 
 # ---------------------------------------------------------------------- the CLI on real clips
