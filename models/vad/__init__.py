@@ -7,6 +7,7 @@ confirming speech, a hysteresis segmenter deciding SPEECH_START / SPEECH_END (an
 * :class:`VadStream` (:mod:`.stream`): one audio stream's state; ``accept(int16 samples)`` returns
   :data:`VadDecision` records (sample indices on the stream's clock), ``flush`` / ``close`` end the
   open segment at the last sample seen.
+* :func:`speech_spans` (:mod:`.offline`): the speech segments of a whole recording.
 
 The ``vad`` node (:mod:`kikimimi.nodes.vad`) is a thin adapter over it; offline code (speaker enrolment,
 AV training data, ``bench/vad.py``) uses it directly.
@@ -14,6 +15,7 @@ AV training data, ``bench/vad.py``) uses it directly.
 
 from kikimimi.models.vad.config import SAMPLE_RATES, VadConfig
 from kikimimi.models.vad.model import VadModel, silero_session
+from kikimimi.models.vad.offline import speech_spans
 from kikimimi.models.vad.stream import VadDecision, VadStream
 
-__all__ = ["SAMPLE_RATES", "VadConfig", "VadDecision", "VadModel", "VadStream", "silero_session"]
+__all__ = ["SAMPLE_RATES", "VadConfig", "VadDecision", "VadModel", "VadStream", "silero_session", "speech_spans"]

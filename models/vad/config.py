@@ -22,6 +22,8 @@ WEBRTC_MODES = (0, 1, 2, 3)
 FRAME_MS = (10, 20, 30)
 MAX_LEAD_IN = 16
 MAX_THREADS = 64
+_INT_SETTINGS = frozenset({"webrtc_mode", "frame_ms", "min_speech_ms", "min_silence_ms", "speech_pad_ms",
+                           "gate_hangover_ms", "lead_in_windows", "warmup_ms", "threads", "progress_ms"})
 
 
 def _allowed(name: str, value: Any, allowed: str) -> ParamError:
@@ -99,6 +101,9 @@ class VadConfig:
         unknown = sorted(set(given) - set(names))
         if unknown:
             raise ParamError(f"unknown VAD setting {unknown[0]!r}; settings: {', '.join(sorted(names))}")
+        for name, v in given.items():  # whole numbers written as floats (300.0) count as ints, as in node params
+            if name in _INT_SETTINGS and isinstance(v, float) and v.is_integer():
+                given[name] = int(v)
         return cls(**given)
 
     @property
