@@ -8,6 +8,8 @@ confirming speech, a hysteresis segmenter deciding SPEECH_START / SPEECH_END (an
   :data:`VadDecision` records (sample indices on the stream's clock), ``flush`` / ``close`` end the
   open segment at the last sample seen.
 * :func:`speech_spans` (:mod:`.offline`): the speech segments of a whole recording.
+* :class:`WebrtcVadConfig`, :class:`WebrtcVadStream` (:mod:`.webrtc`): webrtcvad alone with its own
+  hysteresis (the ``webrtc_vad`` node).
 
 The ``vad`` node (:mod:`kikimimi.nodes.vad`) is a thin adapter over it; offline code (speaker enrolment,
 AV training data, ``bench/vad.py``) uses it directly.
@@ -17,5 +19,7 @@ from kikimimi.models.vad.config import SAMPLE_RATES, VadConfig
 from kikimimi.models.vad.model import VadModel, silero_session
 from kikimimi.models.vad.offline import speech_spans
 from kikimimi.models.vad.stream import VadDecision, VadStream
+from kikimimi.models.vad.webrtc import WebrtcVadConfig, WebrtcVadStream
 
-__all__ = ["SAMPLE_RATES", "VadConfig", "VadDecision", "VadModel", "VadStream", "silero_session", "speech_spans"]
+__all__ = ["SAMPLE_RATES", "VadConfig", "VadDecision", "VadModel", "VadStream", "WebrtcVadConfig", "WebrtcVadStream",
+           "silero_session", "speech_spans"]
