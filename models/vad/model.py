@@ -66,7 +66,7 @@ class VadModel:
         return len(self._ready)
 
     def step(self) -> None:
-        """Run every waiting window of every stream (batched); their decisions go to the streams' outboxes."""
+        """Run every waiting window of every stream (batched); the decisions wait in the model to be given out."""
         ready, self._ready = self._ready, []
         model = self.silero
         if model is None:

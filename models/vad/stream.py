@@ -14,8 +14,9 @@ samples with :meth:`VadStream.accept`. It keeps them in an :class:`AudioRing` at
    first ``warmup_ms``.
 
 A window that needs Silero waits in the model's batch (:meth:`VadModel.step` runs the waiting windows of
-every stream in one session call); the stream runs the batch itself only when its own order needs it:
-when new audio arrives while its window still waits, or a second window completes. The window
+every stream in one session call; the model runs it when every open stream has one waiting, or at once
+with ``batch`` off); the stream runs the batch itself when its own order needs it: new audio arriving
+while its window still waits, or a second window completing. The window
 probabilities (or, with ``neural`` off, the webrtcvad frames as 0 / 1) go through a
 :class:`~kikimimi.models.segmenter.SpeechSegmenter`. Decisions (:data:`VadDecision`: SPEECH_START,
 SPEECH_END, PROGRESS) carry sample indices on the stream's own clock; ``decision`` is the input sample up
