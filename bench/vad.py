@@ -1,4 +1,4 @@
-"""Cost and accuracy of the two-stage ``vad`` node against its stages alone, on the AMI meeting mixes.
+"""Cost and accuracy of the two-stage VAD (``vad`` node) against its stages alone, on the AMI meeting mixes.
 
 Data: ../shared/data/diarization/ami/dev00.wav and dev01.wav (30 s each, 16 kHz) with their RTTM speaker
 turns; the reference labelling is the union of all speakers' turns at 10 ms frames (models.evaluation).
@@ -6,13 +6,14 @@ turns; the reference labelling is the union of all speakers' turns at 10 ms fram
 Figures (single thread: onnxruntime intra-op 1, OMP/MKL/numba 1; CPU time from time.process_time, the
 least of --repeats runs):
 
-* µs per 30 ms of audio: webrtcvad alone (mode 3 on 30 ms frames, and on the node's 10 ms frames),
-  Silero alone (SileroVad.step on one 512-sample window, scaled by 30/32), and the nodes through
-  on_message with 20 ms int16 chunks: two-stage, Silero-only (gate off), webrtcvad-only (neural off).
-* the node's total CPU time on both mixes against Silero alone over the same audio (every window of
+* µs per 30 ms of audio: webrtcvad alone (mode 3 on 30 ms frames, and on the VAD's 10 ms frames),
+  Silero alone (SileroVad.step on one 512-sample window, scaled by 30/32), and the VAD model the node
+  runs (kikimimi.models.vad, VadStream.feed with 20 ms int16 chunks): two-stage, Silero-only (gate off),
+  webrtcvad-only (neural off).
+* the VAD's total CPU time on both mixes against Silero alone over the same audio (every window of
   both mixes through SileroVad.step), as a ratio of the least times, and the median of the ratios of
   back-to-back pairs (robust to a noisy machine); also with the two mixes as two interleaved streams
-  (the node batches their windows into one Silero call).
+  (the model batches their windows into one Silero call).
 * frame F1 / precision / recall of each on both mixes (pooled), with an "everything is speech"
   baseline, and with --design a table of the gate's design choices (webrtcvad mode and frame, gate
   hangover, lead-in, warm-up).
@@ -42,21 +43,18 @@ import onnxruntime  # noqa: E402
 import soundfile as sf  # noqa: E402
 import webrtcvad  # noqa: E402
 
-from kikimimi.engine.clock import ManualClock  # noqa: E402
-from kikimimi.engine.messages import Header  # noqa: E402
-from kikimimi.engine.msgs.audio import AudioChunk  # noqa: E402
-from kikimimi.engine.msgs.speech import VadEvent  # noqa: E402
+from kikimimi.engine.msgs.speech import SpeechEventKind  # noqa: E402
 from kikimimi.models.evaluation import (  # noqa: E402
     SpeechScores,
     n_frames_for,
     read_rttm,
     rttm_frames,
+    segments_to_frames,
     speech_scores,
-    vad_frames,
 )
 from kikimimi.models.pcm import float_to_int16  # noqa: E402
 from kikimimi.models.silero import SileroVad  # noqa: E402
-from kikimimi.nodes.vad import TwoStageVad  # noqa: E402
+from kikimimi.models.vad import VadConfig, VadDecision, VadModel, silero_session  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "diarization" / "ami"
 MIXES = ("dev00", "dev01")
@@ -74,8 +72,7 @@ class Mix:
             raise SystemExit(f"{name}.wav is {rate} Hz; this benchmark expects {RATE}")
         self.name = name
         self.x = float_to_int16(x)
-        self.chunks = [AudioChunk(Header(name, i, s, 0, "bench"), self.x[s:s + CHUNK].reshape(-1, 1), RATE)
-                       for i, s in enumerate(range(0, self.x.shape[0], CHUNK))]
+        self.chunks = [self.x[s:s + CHUNK] for s in range(0, self.x.shape[0], CHUNK)]
         self.ref = rttm_frames(read_rttm(DATA / f"{name}.rttm"), n_frames_for(self.x.shape[0] / RATE))
 
 
@@ -89,43 +86,56 @@ def cpu_min(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def run_node(mixes: list[Mix], params: dict[str, object], interleave: bool = False
-             ) -> tuple[TwoStageVad, list[VadEvent], float]:
-    """Feed the mixes (one after the other, or interleaved chunk by chunk); returns node, events, CPU s.
-    The node is built before the clock starts (model loading is not counted)."""
-    node = TwoStageVad("vad", params, clock=ManualClock())
-    events: list[VadEvent] = []
-    node.bind(lambda port, msg: events.append(msg) if isinstance(msg, VadEvent) else None)
-    node.on_start()
-    order = ([c for group in itertools.zip_longest(*(m.chunks for m in mixes)) for c in group if c is not None]
-             if interleave else [c for m in mixes for c in m.chunks])
+Decisions = dict[str, list[VadDecision]]
+
+
+def run_vad(mixes: list[Mix], params: dict[str, object], interleave: bool = False
+             ) -> tuple[VadModel, Decisions, float]:
+    """Feed the mixes to one VAD model as one stream each (one after the other, or interleaved chunk by
+    chunk), as the ``vad`` node does; returns the model, each mix's decisions and the CPU seconds. The
+    model is built (and the shared Silero session loaded) before the clock starts."""
+    model = VadModel(VadConfig.from_params(params))
+    out: Decisions = {m.name: [] for m in mixes}
     t = time.process_time()
-    for c in order:
-        node.on_message("audio", c)
-    node.on_stop()
-    return node, events, time.process_time() - t
+    streams = [model.new_stream(RATE, key=m.name) for m in mixes]
+    if interleave:
+        order = [(st, c) for group in itertools.zip_longest(*(m.chunks for m in mixes))
+                 for st, c in zip(streams, group, strict=True) if c is not None]
+    else:
+        order = [(st, c) for st, m in zip(streams, mixes, strict=True) for c in m.chunks]
+    for st, c in order:
+        st.feed(c)
+        for s, d in model.take_all():
+            out[s.key].append(d)
+    model.step()
+    for s, d in model.take_all():
+        out[s.key].append(d)
+    for st in streams:
+        out[st.key] += st.close()
+    return model, out, time.process_time() - t
 
 
-def node_cpu(mixes: list[Mix], params: dict[str, object], repeats: int, interleave: bool = False) -> float:
-    return min(run_node(mixes, params, interleave)[2] for _ in range(repeats))
+def vad_cpu(mixes: list[Mix], params: dict[str, object], repeats: int, interleave: bool = False) -> float:
+    return min(run_vad(mixes, params, interleave)[2] for _ in range(repeats))
 
 
 def paired_ratio(mixes: list[Mix], model: SileroVad, params: dict[str, object], repeats: int,
                  interleave: bool = False) -> float:
-    """Median over ``repeats`` of (node CPU / Silero-alone CPU), each pair timed back to back."""
+    """Median over ``repeats`` of (VAD CPU / Silero-alone CPU), each pair timed back to back."""
     ratios = []
     for _ in range(repeats):
         t = time.process_time()
         silero_alone(model, mixes)
         base = time.process_time() - t
-        ratios.append(run_node(mixes, params, interleave)[2] / base)
+        ratios.append(run_vad(mixes, params, interleave)[2] / base)
     return float(np.median(ratios))
 
 
-def scores(mixes: list[Mix], events: list[VadEvent]) -> SpeechScores:
+def scores(mixes: list[Mix], decisions: Decisions) -> SpeechScores:
     total = SpeechScores(0, 0, 0, 0)
     for m in mixes:
-        total = total + speech_scores(m.ref, vad_frames(events, m.ref.shape[0], m.name))
+        spans = [(d.start / RATE, d.end / RATE) for d in decisions[m.name] if d.kind is SpeechEventKind.SPEECH_END]
+        total = total + speech_scores(m.ref, segments_to_frames(spans, m.ref.shape[0]))
     return total
 
 
@@ -161,9 +171,9 @@ def design_table(mixes: list[Mix], repeats: int) -> None:
     variants += [(f"lead_in_windows={v}", {"lead_in_windows": v}) for v in (0, 2, 8)]
     variants += [("warmup_ms=0", {"warmup_ms": 0})]
     for name, params in variants:
-        node, events, _ = run_node(mixes, params)
-        cpu = node_cpu(mixes, params, repeats)
-        print(f"  {name:34s} {scores(mixes, events).f1:7.4f} {node.windows_run / node.windows_decided:15.1%} "
+        model, decisions, _ = run_vad(mixes, params)
+        cpu = vad_cpu(mixes, params, repeats)
+        print(f"  {name:34s} {scores(mixes, decisions).f1:7.4f} {model.windows_run / model.windows_decided:15.1%} "
               f"{cpu * 1e3:7.0f}")
 
 
@@ -180,39 +190,39 @@ def main(argv: list[str] | None = None) -> int:
     mixes = [Mix(n) for n in MIXES]
     seconds = sum(m.x.shape[0] for m in mixes) / RATE
     per30 = 1e6 / (seconds / 0.030)  # CPU seconds -> µs per 30 ms of audio
-    model = SileroVad()
+    model = silero_session(1)  # the session the VAD model uses
     silero_alone(model, mixes[:1])  # warm up the session
 
     t_web30 = cpu_min(lambda: webrtc_alone(mixes, 30), args.repeats)
     t_web10 = cpu_min(lambda: webrtc_alone(mixes, 10), args.repeats)
     t_silero = cpu_min(lambda: silero_alone(model, mixes), args.repeats)
     n_windows = sum((m.x.shape[0] - 512) // 512 + 1 for m in mixes)
-    configs = {"two-stage": {}, "Silero-only node (gate off)": {"gate": False},
-               "webrtcvad-only node (neural off)": {"neural": False}}
-    runs = {name: run_node(mixes, p) for name, p in configs.items()}
-    cpu = {name: node_cpu(mixes, p, args.repeats) for name, p in configs.items()}
-    cpu_batched = node_cpu(mixes, {}, args.repeats, interleave=True)
+    configs = {"two-stage": {}, "Silero-only (gate off)": {"gate": False},
+               "webrtcvad-only (neural off)": {"neural": False}}
+    runs = {name: run_vad(mixes, p) for name, p in configs.items()}
+    cpu = {name: vad_cpu(mixes, p, args.repeats) for name, p in configs.items()}
+    cpu_batched = vad_cpu(mixes, {}, args.repeats, interleave=True)
     paired = {name: paired_ratio(mixes, model, p, args.repeats) for name, p in configs.items()}
     paired_batched = paired_ratio(mixes, model, {}, args.repeats, interleave=True)
-    two_node = runs["two-stage"][0]
+    two_vad = runs["two-stage"][0]
 
-    print(f"\naudio: AMI {' + '.join(MIXES)}, {seconds:.0f} s, 16 kHz; nodes fed 20 ms int16 chunks")
+    print(f"\naudio: AMI {' + '.join(MIXES)}, {seconds:.0f} s, 16 kHz; the VAD fed 20 ms int16 chunks")
     print("\nCPU per 30 ms of audio:")
     print(f"  webrtcvad mode 3, 30 ms frames        {t_web30 * per30:8.1f} µs")
-    print(f"  webrtcvad mode 3, 10 ms frames        {t_web10 * per30:8.1f} µs  (the node's frames)")
+    print(f"  webrtcvad mode 3, 10 ms frames        {t_web10 * per30:8.1f} µs  (the VAD's frames)")
     print(f"  Silero alone (512-sample windows)     {t_silero * per30:8.1f} µs  "
           f"({t_silero / n_windows * 1e6:.1f} µs per window)")
     for name in configs:
-        print(f"  node: {name:32s} {cpu[name] * per30:8.1f} µs")
-    print(f"\ntwo-stage node: Silero ran on {two_node.windows_run} of {two_node.windows_decided} windows "
-          f"({two_node.windows_run / two_node.windows_decided:.1%}, lead-ins and warm-up included)")
+        print(f"  VAD: {name:33s} {cpu[name] * per30:8.1f} µs")
+    print(f"\ntwo-stage VAD: Silero ran on {two_vad.windows_run} of {two_vad.windows_decided} windows "
+          f"({two_vad.windows_run / two_vad.windows_decided:.1%}, lead-ins and warm-up included)")
 
     print("\ntotal CPU on both mixes (x Silero alone: ratio of least times / median of back-to-back pairs):")
     print(f"  Silero alone                          {t_silero * 1e3:7.1f} ms")
     for name in configs:
-        print(f"  node: {name:32s} {cpu[name] * 1e3:7.1f} ms  ({cpu[name] / t_silero:.2f} / "
+        print(f"  VAD: {name:33s} {cpu[name] * 1e3:7.1f} ms  ({cpu[name] / t_silero:.2f} / "
               f"{paired[name]:.2f} x Silero alone)")
-    print(f"  node: two-stage, 2 interleaved streams {cpu_batched * 1e3:6.1f} ms  ({cpu_batched / t_silero:.2f} / "
+    print(f"  VAD: two-stage, 2 interleaved streams  {cpu_batched * 1e3:6.1f} ms  ({cpu_batched / t_silero:.2f} / "
           f"{paired_batched:.2f} x Silero alone; windows of both streams batched)")
 
     everything = SpeechScores(0, 0, 0, 0)
@@ -225,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in f1.items():
         print(f"  {name:38s} F1 {s.f1:.4f}  P {s.precision:.3f}  R {s.recall:.3f}")
     for mode in (0, 1, 2):  # for reference: the gentler modes mark most frames speech, as AMI mostly is
-        s = scores(mixes, run_node(mixes, {"neural": False, "webrtc_mode": mode})[1])
-        print(f"  {f'webrtcvad-only node, mode {mode}':38s} F1 {s.f1:.4f}  P {s.precision:.3f}  R {s.recall:.3f}")
+        s = scores(mixes, run_vad(mixes, {"neural": False, "webrtc_mode": mode})[1])
+        print(f"  {f'webrtcvad-only, mode {mode}':38s} F1 {s.f1:.4f}  P {s.precision:.3f}  R {s.recall:.3f}")
 
     two = f1["two-stage"].f1
-    best_single = max(f1["Silero-only node (gate off)"].f1, f1["webrtcvad-only node (neural off)"].f1)
+    best_single = max(f1["Silero-only (gate off)"].f1, f1["webrtcvad-only (neural off)"].f1)
     print("\ntargets:")
     print(f"  two-stage F1 {two:.4f} >= {TARGET_F1}                           {verdict(two >= TARGET_F1)}")
     print(f"  two-stage F1 {two:.4f} >= better single stage {best_single:.4f}    {verdict(two >= best_single)}")

@@ -29,7 +29,8 @@ from kikimimi.engine.msgs.speech import SpeechEventKind
 
 @dataclass(frozen=True, slots=True)
 class SegmentDecision:
-    """A SPEECH_START (end = NO_SAMPLE) or SPEECH_END decided at sample ``decision``."""
+    """A SPEECH_START (end = NO_SAMPLE) or SPEECH_END decided at sample ``decision`` (the VAD model,
+    :mod:`kikimimi.models.vad`, also gives PROGRESS watermarks in it: start = decision, end = NO_SAMPLE)."""
 
     kind: SpeechEventKind
     start: int

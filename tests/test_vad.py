@@ -155,9 +155,9 @@ def test_noise_and_silence_give_no_events(what: str, amplitude: float) -> None:
     marks = [e.start_sample for e in events]     # only watermarks, every 100 ms of audio (to a window)
     assert all(e.kind is PROGRESS for e in events)
     assert len(marks) >= 5 * 16000 // 1600 - 1 and all(0 < b - a < 1600 + 512 for a, b in itertools.pairwise(marks))
-    assert node.windows_decided == 5 * 16000 // 512
+    assert node.model.windows_decided == 5 * 16000 // 512
     if what == "silence":  # webrtcvad hears nothing: Silero runs only on the warm-up windows
-        assert node.windows_run == -(-500 // WINDOW_MS)
+        assert node.model.windows_run == -(-500 // WINDOW_MS)
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -203,11 +203,11 @@ def test_ami_frame_f1_two_stage_at_least_the_better_single_stage(data_dir: Path)
     silero, alone = ami_f1(data_dir, gate=False)
     two, node = ami_f1(data_dir)
     print(f"\nAMI dev00+dev01 frame F1: webrtcvad mode 3 {webrtc:.4f}, Silero {silero:.4f}, two-stage {two:.4f} "
-          f"(Silero on {node.windows_run} of {node.windows_decided} windows)")
+          f"(Silero on {node.model.windows_run} of {node.model.windows_decided} windows)")
     assert two >= max(webrtc, silero) - 0.002
     assert two >= 0.85
-    assert alone.windows_run == alone.windows_decided
-    assert node.windows_run < 0.8 * node.windows_decided  # the gate saves Silero calls
+    assert alone.model.windows_run == alone.model.windows_decided
+    assert node.model.windows_run < 0.8 * node.model.windows_decided  # the gate saves Silero calls
 
 
 # ---------------------------------------------------------------------------------------------- rates
@@ -246,7 +246,7 @@ def test_interleaved_streams_give_the_same_events_as_each_alone_in_batched_calls
     for sid in ("a", "b"):
         assert [key(e) for e in together if e.header.stream_id == sid] == \
                [key(e) for e in alone if e.header.stream_id == sid]
-    assert node.model is not None and node.model.calls < node.model.windows  # real batches of two
+    assert node.model.calls < node.model.windows_run  # real batches of two
 
 
 def test_unbatched_and_other_chunkings_give_the_same_events(data_dir: Path) -> None:
@@ -263,9 +263,9 @@ def test_a_waiting_window_runs_on_tick(data_dir: Path) -> None:
     node.on_message("audio", chunks(x, sid="quiet")[0])  # a second stream keeps windows waiting
     for m in chunks(x)[:40]:  # 40 chunks of 20 ms = 25 windows: the last chunk completes a window
         node.on_message("audio", m)
-    assert node._ready  # the last window waits for the other stream
+    assert node.model.waiting  # the last window waits for the other stream
     node.on_tick(0)
-    assert not node._ready and node.tick_interval_ns > 0
+    assert not node.model.waiting and node.tick_interval_ns > 0
 
 
 def test_float32_and_stereo_inputs_give_the_same_events(data_dir: Path) -> None:
@@ -304,7 +304,7 @@ def test_control_closes_the_open_segment(data_dir: Path, kind: ControlKind, sid:
     assert [e.kind for e in ev] == [START, END]
     assert ev[1].header.sample_index == msgs[-1].end_index  # decided at the last sample seen
     assert ev[0].start_sample < ev[1].end_sample <= msgs[-1].end_index
-    assert (kind is ControlKind.END_OF_STREAM) == ("file" not in node._streams)
+    assert (kind is ControlKind.END_OF_STREAM) == ("file" not in node.streams)
     node.on_stop()
     assert len(boundaries(events)) == 2
 
@@ -337,7 +337,7 @@ def test_params_name_the_bad_value_and_what_is_allowed() -> None:
         TwoStageVad("vad", {"webrtc_mode": 4})
     with pytest.raises(ParamError, match="frame_ms=25 is not allowed; allowed: 10, 20, 30"):
         TwoStageVad("vad", {"frame_ms": 25})
-    assert TwoStageVad("vad", {"neural": False}).model is None
+    assert TwoStageVad("vad", {"neural": False}).model.silero is None
 
 
 def test_registered_as_vad() -> None:

@@ -14,8 +14,8 @@ built from what the ``avsr`` node receives in the graph and decodes for that cli
   same audio and frame times whole, its own way, and runs
   the vision front end directly, not the node). Per frame the mouth of the face the node follows (:func:`follow_face`).
 * **The span** (``segment``): ``"vad"`` (default) runs OUR two-stage VAD over the audio exactly as the
-  ``vad`` node does in the graph (:func:`kikimimi.models.speaker.files.speech_spans`: the same node class,
-  20 ms int16 chunks from sample 0, ``vad_params`` as the graph's ``vad`` node params, default = the node's
+  ``vad`` node does in the graph (:func:`kikimimi.models.vad.speech_spans`: the same VAD model,
+  over the int16 audio from sample 0, ``vad_params`` as the graph's ``vad`` node params, default = the node's
   defaults = ``launch/av.yaml``'s) and takes the span from the first SPEECH_START's start to the last
   SPEECH_END's end: what the node decodes between ``begin`` and ``endpoint``. A clip in which the VAD finds
   several segments under ONE transcript is taken as that one span (logged): the node would decode it as
@@ -233,9 +233,9 @@ def follow_face(faces: list[tuple[Face, ...]], frame_samples: np.ndarray, start:
 def speech_span(clip: GraphClip, vad_params: dict[str, Any] | None = None, name: str = "") -> tuple[int, int]:
     """``[start, end)`` from the first SPEECH_START to the last SPEECH_END of our VAD over the clip (as the vad
     node decides them in the graph); :class:`NoSpeechError` without speech."""
-    from kikimimi.models.speaker.files import speech_spans
+    from kikimimi.models.vad import VadConfig, speech_spans
 
-    spans = speech_spans(clip.float_audio, SAMPLE_RATE, vad_params)
+    spans = speech_spans(clip.audio, SAMPLE_RATE, VadConfig.from_params(vad_params))
     if not spans:
         raise NoSpeechError(f"{name or 'clip'}: the VAD found no speech in {len(clip.audio) / SAMPLE_RATE:.2f} s")
     if len(spans) > 1:
@@ -320,10 +320,12 @@ class AvDataset:
                  vad_params: dict[str, Any] | None = None) -> None:
         self.segment = _check_segment(segment)
         if vad_params and segment == "vad":          # wrong names or values fail here, not once per clip
-            from kikimimi.engine.params import validate_params
-            from kikimimi.nodes.vad import TwoStageVad
+            from kikimimi.models.vad import VadConfig
 
-            validate_params(TwoStageVad.params, dict(vad_params), "vad_params (the vad node's)")
+            try:
+                VadConfig.from_params(vad_params)
+            except ParamError as exc:
+                raise ParamError(f"vad_params (the vad node's): {exc}") from None
         pairs, self.skipped = find_pairs(folder)
         cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
         self.items: list[ClipFeatures] = []

@@ -1,24 +1,23 @@
 """Speaker embeddings of whole files: read, mono, 16 kHz, find the speech, embed it.
 
 :func:`speech_embedding` is what ``kikimimi speakers enroll / verify / calibrate`` use. The speech is
-found by the same two-stage VAD node the streaming graph runs (:class:`~kikimimi.nodes.vad.TwoStageVad`),
-fed offline with 20 ms int16 chunks, and the file is embedded over its speech segments with
-:func:`~kikimimi.models.speaker.windows.embed_audio`, exactly as the streaming speaker node windows an
-utterance. A file in which the VAD finds no speech (or only segments too short for one window) is
-embedded whole, with a warning.
+found by the same two-stage VAD model the streaming graph's ``vad`` node runs (:mod:`kikimimi.models.vad`),
+fed the whole file as int16 (its decisions do not depend on how the audio is chunked), and the file is
+embedded over its speech segments with :func:`~kikimimi.models.speaker.windows.embed_audio`, exactly as
+the streaming speaker node windows an utterance. A file in which the VAD finds no speech (or only segments
+too short for one window) is embedded whole, with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kikimimi.engine.errors import KikimimiError
-from kikimimi.engine.messages import Control, ControlKind, Header, Message
-from kikimimi.engine.msgs.audio import AudioChunk
-from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.models.media import read_container_audio
 from kikimimi.models.pcm import float_to_int16
 from kikimimi.models.speaker.encoder import SpeakerEncoder
@@ -27,9 +26,7 @@ from kikimimi.models.speaker.windows import Embedded, embed_audio
 log = logging.getLogger(__name__)
 
 RATE = 16000
-CHUNK = RATE * 20 // 1000           # 20 ms chunks, as a live source sends them
 AV_EXTENSIONS = (".mp4", ".mpg", ".mkv", ".webm", ".avi", ".mov")
-STREAM = "file"
 
 
 def _read_av(path: Path, rate: int) -> np.ndarray:
@@ -61,24 +58,15 @@ def load_audio(path: str | Path, rate: int = RATE) -> np.ndarray:
     return np.ascontiguousarray(mono, np.float32)
 
 
-def speech_spans(audio: np.ndarray, rate: int = RATE, vad_params: dict | None = None) -> list[tuple[int, int]]:
-    """Speech segments ``[start, end)`` (samples) of mono float32 ``audio`` at ``rate``, from the two-stage
-    VAD node run offline over 20 ms int16 chunks (as ``tests/harness.py`` drives a node)."""
-    from kikimimi.nodes.vad import TwoStageVad
+def speech_spans(audio: np.ndarray, rate: int = RATE, vad_params: Mapping[str, Any] | None = None
+                 ) -> list[tuple[int, int]]:
+    """Speech segments ``[start, end)`` (samples) of mono float32 ``audio`` at ``rate``: the two-stage VAD model
+    (:mod:`kikimimi.models.vad`, what the ``vad`` node runs) over the clip as int16, from sample 0, closed at
+    its end. ``vad_params``: settings by the ``vad`` node's parameter names (default: its defaults)."""
+    from kikimimi.models.vad import VadConfig
+    from kikimimi.models.vad import speech_spans as vad_spans
 
-    node = TwoStageVad("vad", dict(vad_params or {}))
-    out: list[Message] = []
-    node.bind(lambda port, msg: out.append(msg))
-    node.on_start()
-    pcm = float_to_int16(np.asarray(audio, np.float32)).reshape(-1, 1)
-    chunk = rate * 20 // 1000
-    for seq, a in enumerate(range(0, len(pcm), chunk)):
-        header = Header(STREAM, seq, a, 0, "file")
-        node.on_message("audio", AudioChunk(header, pcm[a:a + chunk], rate))
-    node.on_control("audio", Control(Header(STREAM, 0, len(pcm), 0, "file"), ControlKind.END_OF_STREAM))
-    node.on_stop()
-    return [(m.start_sample, m.end_sample) for m in out
-            if isinstance(m, VadEvent) and m.kind is SpeechEventKind.SPEECH_END]
+    return vad_spans(float_to_int16(np.asarray(audio, np.float32)), rate, VadConfig.from_params(vad_params))
 
 
 def speech_embedding(encoder: SpeakerEncoder, path: str | Path) -> tuple[Embedded, float]:
