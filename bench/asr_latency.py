@@ -237,7 +237,7 @@ def verdict(ok: bool) -> str:
 
 
 def padding_study(model: str) -> None:
-    from kikimimi.models.asr.whisper_ct2 import WhisperCT2, WhisperRequest
+    from kikimimi.models.asr.whisper_ct2 import WhisperConfig, WhisperCT2, WhisperRequest
     from kikimimi.models.frontend import whisper_log10_mel
 
     with (DATA / "MANIFEST.tsv").open(newline="", encoding="utf-8") as f:
@@ -245,7 +245,7 @@ def padding_study(model: str) -> None:
     for label, pad, mn, bucket in (("30 s (faster-whisper)", 2700, 3000, 1),
                                    ("+3 s, >= 10 s, 1 s buckets (ours)", 300, 1000, 100),
                                    ("+3 s, >= 10 s, no buckets", 300, 1000, 1), ("+1 s, no minimum", 100, 0, 1)):
-        rec = WhisperCT2(model, threads=2, pad_frames=pad, min_frames=mn, bucket_frames=bucket)
+        rec = WhisperCT2(WhisperConfig(model, threads=2, pad_ms=pad * 10, min_window_ms=mn * 10, bucket_ms=bucket * 10))
         rec.warmup()
         err, cost = ErrorCount(), 0.0
         for r in rows:

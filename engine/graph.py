@@ -42,7 +42,6 @@ import yaml
 from kikimimi.engine.errors import GraphError, KikimimiError, UnknownNodeKind
 from kikimimi.engine.messages import Message
 from kikimimi.engine.node import Node, PortSpec, Source
-from kikimimi.engine.params import validate_params
 from kikimimi.engine.queues import Policy, QueueConfig
 from kikimimi.engine.registry import load_kind
 
@@ -355,7 +354,7 @@ def _validate_node(name: str, nd: Mapping[str, Any], classes: dict[str, type[Nod
     where = f"nodes.{name}"
     cls = classes[name]
     try:
-        params = validate_params(cls.params, nd.get("params") or {}, f"node {name!r} ({cls.kind})")
+        params = cls.check_params(nd.get("params") or {}, f"node {name!r} ({cls.kind})")
     except KikimimiError as exc:
         raise GraphError(f"{where}.params", str(exc)) from None
     raw_inputs = nd.get("inputs") or {}

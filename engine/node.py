@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,7 +27,7 @@ from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.messages import ALL_STREAMS, NO_SAMPLE, Control, ControlKind, Header, Message
 from kikimimi.engine.metrics import NodeStats
-from kikimimi.engine.params import Param, ParamValues, validate_params
+from kikimimi.engine.params import Param, ParamValues, validate_params, validate_plugin_params
 from kikimimi.engine.queues import QueueConfig
 
 EmitFn = Callable[[str, Message], None]
@@ -84,14 +84,17 @@ class Node:
     outputs: ClassVar[tuple[PortSpec, ...]] = ()
     params: ClassVar[tuple[Param, ...]] = ()
     tick_interval_ns: int = 0
+    param_selector: ClassVar[str] = ""
+    """For a kind with plug-ins that declare their own parameters (the asr node's backends): the parameter
+    whose value names the plug-in in use (see :meth:`plugin_names`, :meth:`plugin_params`)."""
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
                  clock: Clock | None = None) -> None:
         from kikimimi.engine.clock import MonotonicClock
 
         self.name = name
-        self.p = params if isinstance(params, ParamValues) else validate_params(
-            self.params, params, f"node {name!r} ({self.kind})"
+        self.p = params if isinstance(params, ParamValues) else self.check_params(
+            params, f"node {name!r} ({self.kind})"
         )
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.stats = NodeStats(name)
@@ -102,6 +105,26 @@ class Node:
         self.connected_inputs: frozenset[str] | None = None
         self._outputs = {p.name for p in self.outputs}
         self._seq: dict[tuple[str, str], int] = {}
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def check_params(cls, given: Mapping[str, Any] | None, where: str) -> ParamValues:
+        """``given`` validated: this kind's ``params`` and, with a ``param_selector``, the parameters of the
+        plug-in in use (:func:`~kikimimi.engine.params.validate_plugin_params`)."""
+        if not cls.param_selector:
+            return validate_params(cls.params, given, where)
+        return validate_plugin_params(cls.params, given, where, cls.param_selector, cls.plugin_names(),
+                                      cls.plugin_params)
+
+    @classmethod
+    def plugin_names(cls) -> list[str]:
+        """The plug-ins ``param_selector`` may name (none by default)."""
+        return []
+
+    @classmethod
+    def plugin_params(cls, name: str) -> tuple[Param, ...]:
+        """The parameters plug-in ``name`` declares (given as ``NAME`` or ``PLUGIN.NAME``); none by default."""
+        return ()
 
     # ------------------------------------------------------------------ wiring (runner)
     def bind(self, emit: EmitFn) -> None:

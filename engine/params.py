@@ -4,11 +4,15 @@ A node kind lists its parameters as :class:`Param` declarations (type, default, 
 range, one line of help). Graph files and the Python builder give plain values; :func:`validate_params`
 checks them and returns an immutable :class:`ParamValues` with attribute access. Errors name the
 parameter, the bad value and what is allowed.
+
+A node with plug-ins (the asr node's backends) takes each plug-in's own parameters too, declared by the
+plug-in: :func:`validate_plugin_params`. A plug-in's config dataclass checks its fields against the same
+declarations with :func:`check_fields`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,4 +125,60 @@ def validate_params(declared: Sequence[Param], given: Mapping[str, Any] | None, 
             raise ParamError(f"{where}: parameter {p.name!r} is required ({p.help})")
         else:
             out[p.name] = p.default
+    return ParamValues(out)
+
+
+def check_fields(obj: Any, declared: Sequence[Param], where: str) -> None:
+    """Check the fields of a frozen config dataclass ``obj`` named like ``declared`` (types, choices, ranges),
+    converting in place where :meth:`Param.check` converts (an int given for a float); ParamError otherwise."""
+    for p in declared:
+        value = p.check(getattr(obj, p.name), where)
+        if value is not getattr(obj, p.name):
+            object.__setattr__(obj, p.name, value)
+
+
+def validate_plugin_params(declared: Sequence[Param], given: Mapping[str, Any] | None, where: str, selector: str,
+                           plugins: Collection[str], plugin_params: Callable[[str], Sequence[Param]]) -> ParamValues:
+    """``declared`` (the node's own parameters, defaults filled in) plus the parameters of the plug-in that the
+    ``selector`` parameter names (one of ``plugins``; ``plugin_params(name)`` gives its declarations).
+
+    A plug-in parameter is given as ``PLUGIN.NAME`` (flat), nested as ``PLUGIN: {NAME: value}``, or as plain
+    ``NAME`` (for the plug-in in use). Only the plug-in in use is checked; a parameter of another plug-in is
+    an error, as is an unknown one (the error lists the plug-in's parameters). The result holds the given
+    plug-in parameters as ``PLUGIN.NAME`` (their defaults are the plug-in's business).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in (given or {}).items():
+        items = [(f"{key}.{k}", v) for k, v in value.items()] if key in plugins and isinstance(value, Mapping) \
+            else [(key, value)]
+        for k, v in items:
+            if k in flat:
+                raise ParamError(f"{where}: parameter {k!r} is given twice")
+            flat[k] = v
+    own = {p.name for p in declared}
+    values = validate_params(declared, {k: v for k, v in flat.items() if k in own}, where)
+    plugin = getattr(values, selector)
+    if plugin not in plugins:
+        raise ParamError(f"{where}: {selector}={plugin!r} is not allowed; allowed: {', '.join(sorted(plugins))}")
+    specs = {f"{plugin}.{p.name}": p for p in plugin_params(plugin)}
+    listing = f"{selector} {plugin}'s parameters: {', '.join(sorted(specs)) or '(none)'}"
+    out = values.as_dict()
+    for key, value in flat.items():
+        if key in own:
+            continue
+        name = key if "." in key else f"{plugin}.{key}"
+        prefix = name.partition(".")[0]
+        if prefix != plugin and prefix in plugins:
+            raise ParamError(f"{where}: {key}={value!r} is a parameter of {selector} {prefix!r}, but {selector} is "
+                             f"{plugin!r}; {listing}")
+        p = specs.get(name)
+        if p is None:
+            others = sorted(o for o in plugins if o != plugin and "." not in key
+                            and any(q.name == key for q in plugin_params(o)))
+            hint = f" (a parameter of {selector} {', '.join(others)})" if others else ""
+            raise ParamError(f"{where}: unknown parameter {key!r}{hint}; parameters: {', '.join(sorted(own))}; "
+                             f"{listing}")
+        if name in out:
+            raise ParamError(f"{where}: parameter {name!r} is given twice (as {name!r} and as {key!r})")
+        out[name] = Param(name, p.type, p.default, p.help, p.choices, p.min, p.max, p.nullable).check(value, where)
     return ParamValues(out)

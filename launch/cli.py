@@ -1,7 +1,7 @@
 """The ``kikimimi`` command.
 
     kikimimi run [GRAPH] [--input FILE|mic] [--transport inproc|zmq] [--output FILE.jsonl] [--stats]
-    kikimimi nodes            # node kinds, their ports and parameters
+    kikimimi nodes            # node kinds, their ports and parameters (and their backends' parameters)
     kikimimi check GRAPH      # validate a graph file and print it normalized
     kikimimi transcribe FILE... [--model NAME|PATH] [--format text|jsonl|vtt|srt] [--language en|ja|auto]
                         [--backend NAME] [--output PATH] [--graph GRAPH]
@@ -24,6 +24,8 @@ import yaml
 from kikimimi.engine.errors import KikimimiError
 from kikimimi.engine.graph import GraphSpec, load_graph
 from kikimimi.engine.metrics import format_stats
+from kikimimi.engine.node import Node
+from kikimimi.engine.params import Param
 from kikimimi.engine.registry import available_kinds, load_kind
 
 GRAPH_DIR = Path(__file__).resolve().parent
@@ -113,9 +115,20 @@ def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, spe
     return spec
 
 
+def find_param(cls: type[Node], name: str) -> Param | None:
+    """The declaration of parameter ``name`` of node kind ``cls``: one of its own, or a plug-in's given as
+    ``PLUGIN.NAME`` (``whisper.beam_size`` of the asr node); None if there is none."""
+    own = next((p for p in cls.params if p.name == name), None)
+    plugin, dot, rest = name.partition(".")
+    if own is not None or not dot or plugin not in cls.plugin_names():
+        return own
+    return next((p for p in cls.plugin_params(plugin) if p.name == rest), None)
+
+
 def apply_settings(spec: GraphSpec, settings: list[str]) -> GraphSpec:
-    """The graph with each ``NODE.PARAM=VALUE`` applied, validated. VALUE is kept as text for a text parameter
-    (``camera.device=0``, ``asr.model=1.0``) and read as YAML otherwise (3, 0.5, true, null)."""
+    """The graph with each ``NODE.PARAM=VALUE`` applied, validated; PARAM may name a plug-in's parameter
+    (``asr.whisper.beam_size=5``). VALUE is kept as text for a text parameter (``camera.device=0``,
+    ``asr.model=1.0``) and read as YAML otherwise (3, 0.5, true, null)."""
     if not settings:
         return spec
     d = spec.to_dict()
@@ -126,7 +139,7 @@ def apply_settings(spec: GraphSpec, settings: list[str]) -> GraphSpec:
             raise KikimimiError(f"--set {item!r} is not allowed; allowed: NODE.PARAM=VALUE, e.g. asr.model=tiny.en")
         if node not in d["nodes"]:
             raise KikimimiError(f"--set {item!r}: the graph has no node {node!r}; nodes: {', '.join(d['nodes'])}")
-        spec_param = next((p for p in load_kind(d["nodes"][node]["kind"]).params if p.name == param), None)
+        spec_param = find_param(load_kind(d["nodes"][node]["kind"]), param)
         value: Any = raw if spec_param is not None and spec_param.type is str else (yaml.safe_load(raw) if raw else "")
         d["nodes"][node].setdefault("params", {})[param] = value
     return load_graph(d)
@@ -177,6 +190,15 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             print(f"  output {p.name} -> {p.type_names()}")
         for prm in cls.params:
             print(f"  param  {prm.describe()}")
+        for plugin in cls.plugin_names():
+            try:
+                declared = cls.plugin_params(plugin)
+            except (ImportError, KikimimiError) as exc:
+                print(f"  {cls.param_selector} {plugin}: cannot load: {exc}")
+                continue
+            print(f"  {cls.param_selector} {plugin}: parameters given as {plugin}.NAME")
+            for prm in declared:
+                print(f"    param  {plugin}.{prm.describe()}")
         print()
     return 0
 
@@ -214,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "file) to this JSONL file")
     run.add_argument("--stats", action="store_true", help="print per-node counters at exit")
     run.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
-                     help="set a node parameter (repeatable), e.g. --set asr.backend=sphinx --set asr.model=grid")
+                     help="set a node parameter (repeatable), e.g. --set asr.backend=sphinx --set asr.model=grid; "
+                          "a backend's: --set asr.whisper.beam_size=5")
     run.set_defaults(func=cmd_run)
 
     nodes = sub.add_parser("nodes", help="list node kinds, their ports and parameters")

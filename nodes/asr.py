@@ -5,56 +5,61 @@ Inputs: ``features`` (the feature node's Features, kind and size as the backend 
 (they take raw samples), ``audio`` (16 kHz AudioChunk; ignored by feature backends, as features are by
 audio backends). Output: ``transcripts`` (Transcript revisions).
 
+The backend (``backend``: ``whisper``, ``sphinx``, or any other installed in the ``kikimimi.asr_backends``
+entry-point group, :mod:`kikimimi.models.asr.backends`) declares its own parameters, given as
+``BACKEND.NAME`` (``whisper.beam_size: 5``), nested (``whisper: {beam_size: 5}``) or, for the backend in
+use, plain (``beam_size: 5``); only the backend in use is checked, and a parameter of another backend is an
+error. The node builds the backend's typed config from them and ``model``.
+
 Each stream (by ``header.stream_id``) gets its own :class:`~kikimimi.models.asr.RecognizerStream` of
-one shared :class:`~kikimimi.models.asr.Recognizer` (the backend, picked by name from
-:data:`BACKENDS`). Every Features message goes into the stream's frame ring; SPEECH_START opens an
-utterance at its start sample, SPEECH_END closes it. A VAD event is applied once the stream's frames
-have reached its sample (the VAD may run ahead of the feature node, e.g. over files at full speed), so
-an utterance is never closed or replaced before its audio is in; frames more than ``vad_lookahead_ms``
-past the VAD's PROGRESS watermark wait for it (a :class:`~kikimimi.nodes._vad_sync.VadGate` per stream).
-While an utterance is open, the stream is re-decoded whenever ``interval`` new audio arrived; the
-interval adapts to the measured decode time (``headroom`` times it, within ``min_interval_ms`` ..
-``max_interval_ms``). Streams that are due at
-about the same time go into ONE ``decode`` call: a due partial waits (``batch_wait``) until every
-open stream has one due, or at most until its own stream's next message or a 50 ms tick. A stream
-whose newest audio is more than ``max_lag_ms`` behind real time (by the wall clock at which its
-audio arrived) skips partial decodes until it has caught up; its final is always decoded.
+one shared :class:`~kikimimi.models.asr.Recognizer`. Every Features message goes into the stream's
+frame ring; SPEECH_START opens an utterance at its start sample, SPEECH_END closes it. A VAD event is
+applied once the stream's frames have reached its sample (the VAD may run ahead of the feature node,
+e.g. over files at full speed), so an utterance is never closed or replaced before its audio is in;
+frames more than ``vad_lookahead_ms`` past the VAD's PROGRESS watermark wait for it (a
+:class:`~kikimimi.nodes._vad_sync.VadGate` per stream). While an utterance is open, the stream is
+re-decoded whenever ``interval`` new audio arrived; the interval adapts to the measured decode time
+(``headroom`` times it, within ``min_interval_ms`` .. ``max_interval_ms``). Streams that are due at
+about the same time go into ONE ``decode`` call (:class:`~kikimimi.models.asr.batching.BatchDecoder`):
+a due partial waits (``batch_wait``) until every open stream has one due, or at most until its own
+stream's next message or a 50 ms tick. A stream whose newest audio is more than ``max_lag_ms`` behind
+real time (by the wall clock at which its audio arrived) skips partial decodes until it has caught up;
+its final is always decoded.
 
 Each utterance publishes Transcript revisions: ``revision`` counts from 0, ``committed`` only ever
 grows, ``unstable`` is the tail that may change, and the last revision is ``final`` (committed = the
 whole text, words on the stream's sample clock). An utterance in which nothing was recognized
 publishes nothing. END_OF_STREAM / FLUSH (a stream or "all") and ``on_stop`` finish open
 utterances at the last sample seen, after the held VAD events (see :meth:`AsrNode.on_control`).
+Streams are kept after they end (a stream that comes back goes on numbering its utterances).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.messages import ALL_STREAMS, Control, ControlKind, Message
 from kikimimi.engine.msgs.audio import AudioChunk, Features
 from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent
-from kikimimi.engine.node import Node, PortSpec, control_targets
+from kikimimi.engine.node import PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
+from kikimimi.engine.streams import StreamNode
+from kikimimi.models.asr.backends import backend_names, backend_params, load_backend, make_config
+from kikimimi.models.asr.batching import BatchDecoder
 from kikimimi.models.asr.policy import AdaptiveInterval
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream, Revision
+from kikimimi.models.pcm import mono_float32
 from kikimimi.nodes._vad_sync import VadGate
 
 AUDIO_KIND = "audio"
 """Recognizer.feature_kind of backends that take raw samples: accept((n, 1) float32, sample, sample)."""
 SAMPLE_RATE = 16000
-MAX_ROUNDS = 16
 MAX_PENDING_EVENTS = 256
 """VAD events held per stream until its frames catch up; beyond this the oldest is applied at once."""
 MAX_HELD = 3000
@@ -62,27 +67,12 @@ MAX_HELD = 3000
 the oldest is fed at once."""
 TICK_NS = 50_000_000
 
-BACKENDS: dict[str, str] = {
-    "whisper": "kikimimi.models.asr.whisper_ct2:from_params",
-    "sphinx": "kikimimi.models.asr.sphinx:from_params",
-}
-"""Backend name -> "module:function"; the function takes the node's ParamValues, returns a Recognizer."""
-
-
-def load_backend(name: str) -> Callable[[ParamValues], Recognizer]:
-    """The factory function of backend ``name`` (imported on use)."""
-    target = BACKENDS.get(name)
-    if target is None:
-        raise ParamError(f"backend={name!r} is not allowed; allowed: {', '.join(sorted(BACKENDS))}")
-    module, _, attr = target.partition(":")
-    fn: Callable[[ParamValues], Recognizer] = getattr(importlib.import_module(module), attr)
-    return fn
-
 
 @dataclass(eq=False)
 class _Stream:
     """One stream: its recognizer state, utterance numbering and real-time pacing."""
 
+    sid: str
     rs: RecognizerStream
     gate: VadGate                  # VAD events ahead of the stream's frames, and the VAD's PROGRESS watermark
     utterance_id: int = -1
@@ -98,28 +88,27 @@ class _Stream:
     data_ended: bool = False       # END_OF_STREAM came on the data port: frames are complete
 
 
-class AsrNode(Node):
+class AsrNode(StreamNode[_Stream]):
     """Streaming recognition of VAD-delimited utterances; see the module docstring."""
 
     kind = "asr"
-    help = "Streaming speech recognition (Whisper via CTranslate2 by default): Transcript revisions per utterance."
+    help = ("Streaming speech recognition (Whisper via CTranslate2 by default): Transcript revisions per utterance. "
+            "Backend parameters: BACKEND.NAME (e.g. whisper.beam_size).")
     inputs = (
         PortSpec("features", (Features,), queue=QueueConfig.make("block", 512),
                  help="feature frames (whisper_log10_mel for the whisper backend)"),
         PortSpec("vad", (VadEvent,), queue=QueueConfig.make("block", 256), help="speech start / end events"),
-        PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512),
+        PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512), rates=(SAMPLE_RATE,),
                  help="16 kHz audio, only for backends that take raw samples (feature_kind 'audio')"),
     )
     outputs = (PortSpec("transcripts", (Transcript,), help="transcript revisions; the last of an utterance is final"),)
+    param_selector = "backend"
     params = (
-        Param("backend", str, "whisper", "recognizer backend (BACKENDS in kikimimi.nodes.asr)"),
+        Param("backend", str, "whisper", "recognizer backend (the kikimimi.asr_backends entry points); its own "
+              "parameters are given as BACKEND.NAME"),
         Param("model", str, "base", "model: 'base', 'tiny.en', a faster-whisper name in the Hugging Face cache, "
-              "or a path"),
+              "or a path (sphinx: a grammar name or .jsgf path)"),
         Param("language", str, AUTO, "'auto' (detect per utterance) or an ISO code such as 'en', 'ja'"),
-        Param("beam_size", int, 1, "beam size (1 = greedy)", min=1, max=16),
-        Param("device", str, "auto", "where the model runs", choices=("auto", "cpu", "cuda")),
-        Param("compute_type", str, "default", "CTranslate2 compute type; default: int8 on cpu, float16 on cuda"),
-        Param("threads", int, 0, "CPU threads for the model (0 = the library's default)", min=0, max=256),
         Param("min_interval_ms", int, 300, "shortest time between partial decodes of a stream (audio ms)",
               min=50, max=10000),
         Param("max_interval_ms", int, 2000, "longest time between partial decodes of a stream (audio ms)",
@@ -129,17 +118,6 @@ class AsrNode(Node):
         Param("max_lag_ms", int, 1500, "skip partial decodes while a stream's newest audio is this far behind "
               "real time; 0 = never skip", min=0),
         Param("partials", bool, True, "publish partial (committed + unstable) revisions"),
-        Param("agreement", int, 2, "LocalAgreement-n: hypotheses that must agree to commit", min=2, max=5),
-        Param("commit_after_ms", int, 2000, "commit nothing before the utterance is this long (ms)", min=0),
-        Param("trim_after_s", float, 10.0, "cut the buffer at a committed segment end once it is this long (s)",
-              min=1.0, max=25.0),
-        Param("force_after_s", float, 20.0, "cut at any committed word once the buffer is this long (s)",
-              min=1.0, max=27.0),
-        Param("pad_ms", int, 3000, "silence appended to each decode window (ms)", min=0, max=29000),
-        Param("min_window_ms", int, 10000, "decode windows are padded to at least this long (ms)", min=0,
-              max=30000),
-        Param("bucket_ms", int, 1000, "padded window lengths are rounded up to a multiple of this (ms): a "
-              "few lengths keep the model's per-shape buffers (memory) bounded", min=10, max=30000),
         Param("batch_wait", bool, True, "hold a due partial until the other open streams are due too (at most "
               "until its stream's next message or a tick), so they share one decode call"),
         Param("lead_in_ms", int, 200, "utterances start this much before the VAD's speech start (not before "
@@ -151,6 +129,14 @@ class AsrNode(Node):
               min=0),
     )
 
+    @classmethod
+    def plugin_names(cls) -> list[str]:
+        return backend_names()
+
+    @classmethod
+    def plugin_params(cls, name: str) -> tuple[Param, ...]:
+        return backend_params(name)
+
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
                  clock: Clock | None = None) -> None:
         super().__init__(name, params, clock)
@@ -158,24 +144,32 @@ class AsrNode(Node):
         if p.min_interval_ms > p.max_interval_ms:
             raise ParamError(f"node {name!r} (asr): min_interval_ms={p.min_interval_ms} is above max_interval_ms="
                              f"{p.max_interval_ms}; allowed: min_interval_ms <= max_interval_ms")
-        if p.trim_after_s > p.force_after_s:
-            raise ParamError(f"node {name!r} (asr): trim_after_s={p.trim_after_s} is above force_after_s="
-                             f"{p.force_after_s}; allowed: trim_after_s <= force_after_s")
-        self.recognizer: Recognizer = load_backend(p.backend)(p)
+        prefix = f"{p.backend}."
+        own = {k.removeprefix(prefix): v for k, v in p.as_dict().items() if k.startswith(prefix)}
+        try:
+            config = make_config(p.backend, p.model, own)
+        except ParamError as exc:
+            raise ParamError(f"node {name!r} (asr): {exc}") from None
+        self.recognizer: Recognizer = load_backend(p.backend)(config)
         if p.language != AUTO and self.recognizer.languages and p.language not in self.recognizer.languages:
             raise ParamError(f"node {name!r} (asr): language={p.language!r} is not allowed for "
                              f"{self.recognizer.name}; allowed: auto, {', '.join(self.recognizer.languages)}")
-        self.interval = AdaptiveInterval(max(1, p.min_interval_ms // 10), max(1, p.max_interval_ms // 10),
-                                         p.headroom)
-        self._streams: dict[str, _Stream] = {}
+        self.batcher = BatchDecoder(self.recognizer, AdaptiveInterval(
+            max(1, p.min_interval_ms // 10), max(1, p.max_interval_ms // 10), p.headroom), p.batch_wait)
         self.tick_interval_ns = TICK_NS
-        self.decode_calls = 0
-        self.decode_seconds = 0.0
-        self.skipped_partials = 0
         self.forced_events = 0       # VAD events applied before their frames came (MAX_PENDING_EVENTS)
         self.forced_frames = 0       # frame messages fed before the VAD caught up (MAX_HELD)
         self._lookahead = p.vad_lookahead_ms * SAMPLE_RATE // 1000
+        self._audio_backend = self.recognizer.feature_kind == AUDIO_KIND
         self._ended_ports: set[str] = set()
+
+    @property
+    def decode_seconds(self) -> float:
+        return self.batcher.decode_seconds
+
+    @property
+    def skipped_partials(self) -> int:
+        return self.batcher.skipped_partials
 
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:
@@ -184,23 +178,29 @@ class AsrNode(Node):
             self.recognizer.warmup()
 
     def on_message(self, port: str, msg: Message) -> None:
-        """Features go into the stream's ring; VAD events open and close utterances; due streams decode."""
+        """Frames go to their stream (features or audio, whichever the backend eats; audio at the port's
+        rate); VAD events open and close utterances; due streams decode."""
         if isinstance(msg, Features):
-            self._on_features(msg)
+            if not self._audio_backend:
+                self._on_features(msg)
         elif isinstance(msg, AudioChunk):
-            if self.recognizer.feature_kind != AUDIO_KIND:
+            if not self._audio_backend:
                 return
-            self._on_audio(msg)
+            if self.accepts(port, msg):
+                st = self.stream(msg)
+                st.hop = 1
+                self._paced(st, msg.end_index)
+                self._hold(st, msg)
         elif isinstance(msg, VadEvent):
             self._on_vad(msg)
-        st = self._streams.get(msg.header.stream_id)
+        st = self.streams.get(msg.header.stream_id)
         if st is not None and st.waiting is not None:
             st.wait_msgs += 1
         self._pump(partial=self.p.partials)
 
     def on_tick(self, now_ns: int) -> None:
         """Release held partials (batch_wait) so a quiet stream never keeps another waiting."""
-        if any(st.waiting is not None for st in self._streams.values()):
+        if any(st.waiting is not None for st in self.streams.values()):
             self._pump(partial=self.p.partials, release=True)
 
     def on_control(self, port: str, ctrl: Control) -> None:
@@ -214,24 +214,22 @@ class AsrNode(Node):
         """
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
-        data_port = "audio" if self.recognizer.feature_kind == AUDIO_KIND else "features"
         eos = ctrl.kind is ControlKind.END_OF_STREAM
-        targets = control_targets(ctrl, self._streams)
         if eos and ctrl.header.stream_id == ALL_STREAMS:
             self._ended_ports.add(port)
-        if port == data_port:
+        if port == ("audio" if self._audio_backend else "features"):
             vad_live = (self.connected_inputs is not None and "vad" in self.connected_inputs
                         and "vad" not in self._ended_ports)
-            for s in targets:
-                st = self._streams[s]
+            for s in self.targets(ctrl):
+                st = self.streams[s]
                 st.data_ended = st.data_ended or eos
                 if eos and vad_live:
                     continue
                 self._advance(st, force=True)
                 self._finish(st)
         elif port == "vad" and eos:
-            for s in targets:
-                st = self._streams[s]
+            for s in self.targets(ctrl):
+                st = self.streams[s]
                 st.gate.mark = None        # no watermark will come: frames no longer wait for one
                 self._advance(st, force=st.data_ended)
                 if st.data_ended:
@@ -239,24 +237,19 @@ class AsrNode(Node):
 
     def on_stop(self) -> None:
         """Feed held frames, apply held VAD events, then finish every open utterance with what arrived."""
-        for st in self._streams.values():
+        for st in self.streams.values():
             self._advance(st, force=True)
         self._pump(partial=False, release=True)
-        for st in self._streams.values():
+        for st in self.streams.values():
             self._finish(st)
 
-    # ------------------------------------------------------------------ internals
-    def _stream(self, sid: str) -> _Stream:
-        st = self._streams.get(sid)
-        if st is None:
-            st = self._streams[sid] = _Stream(self.recognizer.new_stream(self.p.language),
-                                              VadGate(self._lookahead, MAX_PENDING_EVENTS), hop=self.recognizer.hop)
-        return st
+    def open_stream(self, sid: str, msg: Message) -> _Stream:
+        return _Stream(sid, self.recognizer.new_stream(self.p.language), VadGate(self._lookahead, MAX_PENDING_EVENTS),
+                       hop=self.recognizer.hop)
 
+    # ------------------------------------------------------------------ internals
     def _on_features(self, msg: Features) -> None:
         rec = self.recognizer
-        if rec.feature_kind == AUDIO_KIND:
-            return
         if msg.kind != rec.feature_kind or msg.frames.shape[1] != rec.n_bins or msg.hop != rec.hop:
             self.stats.count_rejected("features")
             self.throttled(logging.WARNING, f"kind:{msg.header.stream_id}",
@@ -264,20 +257,8 @@ class AsrNode(Node):
                            "hop %d", self.name, msg.kind, msg.frames.shape[1], msg.hop, msg.header.stream_id,
                            rec.name, rec.feature_kind, rec.n_bins, rec.hop)
             return
-        st = self._stream(msg.header.stream_id)
+        st = self.stream(msg)
         self._paced(st, msg.header.sample_index + msg.n_frames * msg.hop)
-        self._hold(st, msg)
-
-    def _on_audio(self, msg: AudioChunk) -> None:
-        sid = msg.header.stream_id
-        if msg.sample_rate != SAMPLE_RATE:
-            self.stats.count_rejected("sample_rate")
-            self.throttled(logging.WARNING, f"rate:{sid}", "asr %s: dropping audio of stream %r at %d Hz; the "
-                           "sample rate must be %d Hz", self.name, sid, msg.sample_rate, SAMPLE_RATE)
-            return
-        st = self._stream(sid)
-        st.hop = 1
-        self._paced(st, msg.end_index)
         self._hold(st, msg)
 
     def _hold(self, st: _Stream, msg: Features | AudioChunk) -> None:
@@ -310,11 +291,7 @@ class AsrNode(Node):
             st.rs.accept(msg.frames, msg.start_frame, msg.header.sample_index)
             st.fed_sample = msg.header.sample_index + msg.n_frames * msg.hop
             return
-        s = msg.samples
-        x = s.mean(axis=1, dtype=np.float32) if s.shape[1] > 1 else s[:, 0].astype(np.float32)
-        if s.dtype == np.int16:
-            x *= np.float32(1.0 / 32768.0)
-        st.rs.accept(x.reshape(-1, 1), msg.header.sample_index, msg.header.sample_index)
+        st.rs.accept(mono_float32(msg.samples).reshape(-1, 1), msg.header.sample_index, msg.header.sample_index)
         st.fed_sample = msg.end_index
 
     def _paced(self, st: _Stream, last_sample: int) -> None:
@@ -326,7 +303,7 @@ class AsrNode(Node):
         """Hold ``ev`` until the stream's frames reach its sample, so an utterance is never closed or
         replaced before its audio is in (the VAD may run ahead of the feature node); a PROGRESS
         watermark releases the frames it covers."""
-        st = self._stream(ev.header.stream_id)
+        st = self.stream(ev)
         forced = st.gate.on_event(ev)
         if forced is not None:
             self.forced_events += 1
@@ -358,48 +335,7 @@ class AsrNode(Node):
         return lag_ns > self.p.max_lag_ms * 1_000_000
 
     def _pump(self, partial: bool, only: _Stream | None = None, release: bool = False) -> None:
-        """Decode every due stream together, repeatedly, until none is due.
-
-        A due partial is held (``batch_wait``) until every stream with an open utterance has one due,
-        until its own stream's next message, a tick, a final or a control, so streams that are due at
-        about the same time share one decode call. Finals never wait.
-        """
-        for _ in range(MAX_ROUNDS):
-            batch: list[tuple[_Stream, DecodeRequest]] = []
-            for st in [only] if only is not None else self._streams.values():
-                if st.waiting is not None:
-                    continue
-                lag = partial and self._lagging(st)
-                req = st.rs.step(self.interval.frames, partial=partial and not lag)
-                if req is None and lag and st.rs.utterance_open:
-                    self.skipped_partials += 1
-                if req is None:
-                    continue
-                if req.final or not self.p.batch_wait:
-                    batch.append((st, req))
-                else:
-                    st.waiting, st.wait_msgs = req, 0
-            waiting = [st for st in self._streams.values() if st.waiting is not None]
-            if waiting:
-                n_open = sum(1 for st in self._streams.values() if st.rs.utterance_open)
-                if (release or only is not None or batch or len(waiting) >= n_open
-                        or any(st.wait_msgs > 0 for st in waiting)):
-                    for st in waiting:
-                        batch.append((st, st.waiting))  # type: ignore[arg-type]
-                        st.waiting = None
-            if not batch:
-                return
-            t0 = time.perf_counter()
-            outs = self.recognizer.decode([r for _, r in batch])
-            dt = time.perf_counter() - t0
-            self.decode_calls += 1
-            self.decode_seconds += dt
-            if any(not r.final for _, r in batch):
-                self.interval.observe(dt)
-            for (st, req), out in zip(batch, outs, strict=True):
-                rev = st.rs.apply(req, out)
-                if rev is not None:
-                    self._send(st, rev)
+        self.batcher.pump(self.streams.values(), partial, self._lagging, self._send, only, release)
 
     def _finish(self, st: _Stream) -> None:
         if not st.rs.utterance_open:
@@ -407,20 +343,14 @@ class AsrNode(Node):
         st.rs.endpoint(st.fed_sample)
         self._pump(partial=False, only=st)
         if st.rs.utterance_open:       # frames up to the endpoint never came: end at what arrived
-            st.rs.endpoint(min(st.fed_sample, self._sample_of_frames(st)))
+            sample_of = getattr(st.rs, "sample_of", None)
+            frames_end = int(sample_of(st.rs.frames_end)) if callable(sample_of) else st.fed_sample
+            st.rs.endpoint(min(st.fed_sample, frames_end))
             self._pump(partial=False, only=st)
 
-    def _sample_of_frames(self, st: _Stream) -> int:
-        sample_of = getattr(st.rs, "sample_of", None)
-        return int(sample_of(st.rs.frames_end)) if callable(sample_of) else st.fed_sample
-
     def _send(self, st: _Stream, rev: Revision) -> None:
-        sid = self._sid(st)
-        header = self.header("transcripts", sid, rev.end_sample)
+        header = self.header("transcripts", st.sid, rev.end_sample)
         self.emit("transcripts", Transcript(header, max(st.utterance_id, 0), st.revision, rev.committed, rev.unstable,
                                             rev.final, rev.start_sample, rev.end_sample, SAMPLE_RATE, rev.language,
                                             rev.words))
         st.revision += 1
-
-    def _sid(self, st: _Stream) -> str:
-        return next(k for k, v in self._streams.items() if v is st)

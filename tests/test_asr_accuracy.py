@@ -16,7 +16,7 @@ from test_asr_node import check_revisions
 
 from kikimimi.engine.msgs.speech import Transcript
 from kikimimi.models.asr.text import ErrorCount, cer, join_text, normalize, wer
-from kikimimi.models.asr.whisper_ct2 import WhisperCT2
+from kikimimi.models.asr.whisper_ct2 import WhisperConfig, WhisperCT2
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ MAX_GAP = 0.02          # streaming WER / CER within 2 points (absolute) of offl
 
 @pytest.fixture(scope="module")
 def base() -> WhisperCT2:
-    return WhisperCT2("base", threads=2)
+    return WhisperCT2(WhisperConfig("base", threads=2))
 
 
 def _final_text(out: list[Transcript], language: str) -> str:

@@ -9,14 +9,14 @@ import pytest
 from asr_pipeline import finals, front_messages, load_audio, run_asr
 
 from kikimimi.engine.messages import Header, Message
-from kikimimi.models.asr.whisper_ct2 import WhisperCT2, WhisperRequest
+from kikimimi.models.asr.whisper_ct2 import WhisperConfig, WhisperCT2, WhisperRequest
 from kikimimi.models.frontend import whisper_log10_mel
 from kikimimi.nodes.asr import AsrNode
 
 
 @pytest.fixture(scope="module")
 def tiny() -> WhisperCT2:
-    return WhisperCT2("tiny.en", threads=2)
+    return WhisperCT2(WhisperConfig("tiny.en", threads=2))
 
 
 def test_batched_decode_matches_single_decodes(tiny: WhisperCT2, data_dir: Path) -> None:

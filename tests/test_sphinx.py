@@ -15,9 +15,8 @@ from kikimimi.models.asr.recognizer import Revision
 
 pytest.importorskip("pocketsphinx")
 
-from kikimimi.engine.params import ParamValues
 from kikimimi.models.asr.grammar import DEFAULT_GRAMMAR, resolve_grammar
-from kikimimi.models.asr.sphinx import AUDIO_KIND, SphinxRecognizer, from_params
+from kikimimi.models.asr.sphinx import AUDIO_KIND, SphinxConfig, SphinxRecognizer
 
 CHUNK = 320        # 20 ms
 INTERVAL = 1600    # partial every 100 ms
@@ -78,7 +77,7 @@ def test_out_of_grammar_speech_is_rejected(rec: SphinxRecognizer, sentence: str,
 
 def test_rejection_is_what_removes_forced_grammar_matches(rec: SphinxRecognizer, tmp_path: Path) -> None:
     # Without the coverage check the grammar search forces out-of-grammar speech onto some command.
-    lenient = SphinxRecognizer(min_coverage=0.0)
+    lenient = SphinxRecognizer(SphinxConfig(min_coverage=0.0))
     audio = say("what time is it", tmp_path)
     forced = stream_clip(lenient, audio, 8000 - 480, len(audio) - 8000 + 480)[-1]
     assert forced.final and forced.committed and lenient.fsg.accept(forced.committed)
@@ -88,7 +87,7 @@ def test_rejection_is_what_removes_forced_grammar_matches(rec: SphinxRecognizer,
 def test_custom_grammar_file(tmp_path: Path) -> None:
     g = tmp_path / "greet.jsgf"
     g.write_text("#JSGF V1.0;\ngrammar greet;\npublic <greeting> = hello robot | good night;\n")
-    rec = SphinxRecognizer(grammar=str(g))
+    rec = SphinxRecognizer(SphinxConfig(grammar=str(g)))
     assert rec.words == ["good", "hello", "night", "robot"]
     audio = say("hello robot", tmp_path)
     assert stream_clip(rec, audio, 8000 - 480, len(audio) - 8000 + 480)[-1].committed == "hello robot"
@@ -97,10 +96,12 @@ def test_custom_grammar_file(tmp_path: Path) -> None:
 def test_the_asr_node_parameters_pick_the_grammar(tmp_path: Path) -> None:
     g = tmp_path / "yes.jsgf"
     g.write_text("#JSGF V1.0;\ngrammar yes;\npublic <a> = yes | no;\n")
-    assert from_params(ParamValues({"model": "base"})).grammar == DEFAULT_GRAMMAR
-    assert from_params(ParamValues({"model": str(g)})).grammar == g
-    assert from_params(ParamValues({"model": "base", "grammar": str(g)})).grammar == g
-    assert from_params(ParamValues({"model": str(g), "grammar": ""})).grammar == g
+    assert SphinxRecognizer(SphinxConfig(model="base")).grammar == DEFAULT_GRAMMAR
+    assert SphinxRecognizer(SphinxConfig(model=str(g))).grammar == g
+    assert SphinxRecognizer(SphinxConfig(model="base", grammar=str(g))).grammar == g
+    assert SphinxRecognizer(SphinxConfig(model=str(g), grammar="")).grammar == g
+    node = load_kind("asr")("asr", {"backend": "sphinx", "sphinx.grammar": str(g), "warmup": False})
+    assert node.recognizer.grammar == g
 
 
 def test_recognizer_declares_raw_audio_input(rec: SphinxRecognizer) -> None:
@@ -124,21 +125,21 @@ def test_float_and_stereo_audio_are_accepted(rec: SphinxRecognizer, tmp_path: Pa
 
 def test_grammar_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ParamError, match="neither a JSGF file nor a bundled grammar; bundled: grid, robot"):
-        SphinxRecognizer(grammar=str(tmp_path / "missing.jsgf"))
+        SphinxRecognizer(SphinxConfig(grammar=str(tmp_path / "missing.jsgf")))
     oov = tmp_path / "oov.jsgf"
     oov.write_text("#JSGF V1.0;\ngrammar g;\npublic <c> = turn blorptastic | stop;\n")
     with pytest.raises(ParamError, match=r"not in the pronunciation dictionary .*: blorptastic"):
-        SphinxRecognizer(grammar=str(oov))
+        SphinxRecognizer(SphinxConfig(grammar=str(oov)))
     bad = tmp_path / "bad.jsgf"
     bad.write_text("#JSGF V1.0;\ngrammar g;\npublic <c> = turn ( left | ;\n")
     with pytest.raises(ParamError, match="is not valid JSGF"):
-        SphinxRecognizer(grammar=str(bad))
+        SphinxRecognizer(SphinxConfig(grammar=str(bad)))
     private = tmp_path / "private.jsgf"
     private.write_text("#JSGF V1.0;\ngrammar g;\n<c> = stop;\n")
     with pytest.raises(ParamError, match="has no public rule"):
-        SphinxRecognizer(grammar=str(private))
-    with pytest.raises(ParamError, match=r"min_coverage=1\.5 is not allowed"):
-        SphinxRecognizer(min_coverage=1.5)
+        SphinxRecognizer(SphinxConfig(grammar=str(private)))
+    with pytest.raises(ParamError, match=r"min_coverage=1\.5 is above the maximum 1\.0"):
+        SphinxConfig(min_coverage=1.5)
 
 
 def test_english_only(rec: SphinxRecognizer) -> None:

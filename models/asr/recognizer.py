@@ -32,9 +32,13 @@ Two objects, so one set of weights serves any number of streams:
   Attributes the node reads: ``utterance_open`` (an utterance has begun and its final has not been
   applied), ``frames_end`` (index one past the newest accepted frame).
 
-Backends: :mod:`kikimimi.models.asr.whisper_ct2` (Whisper through CTranslate2). A backend subclasses
-both classes; ``DecodeRequest`` subclasses carry what its decode needs. The node never looks inside a
-request or an output.
+Backends: :mod:`kikimimi.models.asr.whisper_ct2` (Whisper through CTranslate2) and
+:mod:`kikimimi.models.asr.sphinx` (pocketsphinx with a grammar), found by name through the
+``kikimimi.asr_backends`` entry points (:mod:`kikimimi.models.asr.backends`). A backend subclasses both
+classes; ``DecodeRequest`` subclasses carry what its decode needs. The node never looks inside a request
+or an output. A backend's recognizer is made from its own typed config: ``config_type`` is a frozen
+dataclass whose fields are ``model`` (the asr node's ``model``) and the backend's ``params`` (declared
+:class:`~kikimimi.engine.params.Param`, with the same names and defaults), and ``cls(config)`` builds it.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from kikimimi.engine.msgs.speech import Word
+from kikimimi.engine.params import Param
 
 SAMPLE_RATE = 16000
 AUTO = "auto"
@@ -134,6 +139,10 @@ class Recognizer(abc.ABC):
     sample_rate: int = SAMPLE_RATE
     languages: tuple[str, ...] = ()
     """Languages the model can transcribe (ISO codes); empty: any it knows."""
+    params: ClassVar[tuple[Param, ...]] = ()
+    """The backend's own parameters: the fields of ``config_type`` besides ``model``."""
+    config_type: ClassVar[type[Any]] = type(None)
+    """The backend's frozen config dataclass; the recognizer is built as ``cls(config)``."""
 
     @abc.abstractmethod
     def new_stream(self, language: str = AUTO) -> RecognizerStream:

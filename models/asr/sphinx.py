@@ -60,6 +60,7 @@ import numpy as np
 
 from kikimimi.engine.errors import MissingDependency, ParamError
 from kikimimi.engine.msgs.speech import Word
+from kikimimi.engine.params import Param, check_fields
 from kikimimi.models.asr.grammar import (
     GRAMMAR_DIR,
     load_grammar,
@@ -295,6 +296,48 @@ class SphinxStream(RecognizerStream):
         self._utt, self._utt_len, self._last = [], 0, None
 
 
+PARAMS: tuple[Param, ...] = (
+    Param("grammar", str, "", "JSGF grammar: a file path or a bundled name (grid, robot); empty: the asr node's "
+          "model when that is a .jsgf path or a bundled name, else the bundled robot commands"),
+    Param("min_coverage", float, 0.6, "share of the utterance's speech frames the grammar's words must cover "
+          "(else the final is rejected: empty text)", min=0.0, max=1.0),
+    Param("speech_db", float, 30.0, "frames within this many dB of the utterance's loudest count as speech "
+          "(> 0)"),
+    Param("preroll_s", float, 30.0, "audio kept before an utterance opens (s)", min=0.0),
+    Param("pad_s", float, 0.1, "an utterance starts this much before the VAD's start and its final decodes "
+          "this much past its end (s)", min=0.0, max=1.0),
+)
+"""The sphinx backend's parameters (the asr node takes them as ``sphinx.NAME``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SphinxConfig:
+    """What :class:`SphinxRecognizer` loads and how it rejects: ``model`` (the asr node's model: names the
+    grammar when ``grammar`` is empty and it is a ``.jsgf`` path or a bundled grammar name) and the fields
+    declared in :data:`PARAMS`."""
+
+    model: str = ""
+    grammar: str = ""
+    min_coverage: float = 0.6
+    speech_db: float = 30.0
+    preroll_s: float = 30.0
+    pad_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_fields(self, PARAMS, "sphinx")
+        if not self.speech_db > 0:
+            raise ParamError(f"sphinx speech_db={self.speech_db!r} is not allowed; allowed: a positive number of dB")
+
+    def grammar_source(self) -> str | None:
+        """The grammar to load (a path or a bundled name), or None for the bundled default."""
+        if self.grammar:
+            return self.grammar
+        model = str(self.model or "")
+        if model.endswith(".jsgf") or (GRAMMAR_DIR / f"{model}.jsgf").is_file():
+            return model
+        return None
+
+
 class SphinxRecognizer(Recognizer):
     """pocketsphinx with a JSGF grammar; one decoder per stream (see the module docstring)."""
 
@@ -304,22 +347,17 @@ class SphinxRecognizer(Recognizer):
     hop = 1
     sample_rate = SAMPLE_RATE
     languages = ("en",)
+    params = PARAMS
+    config_type = SphinxConfig
 
-    def __init__(self, grammar: str | Path | None = None, min_coverage: float = 0.6, speech_db: float = 30.0,
-                 preroll_s: float = 30.0, pad_s: float = 0.1) -> None:
-        if not 0.0 <= min_coverage <= 1.0:
-            raise ParamError(f"sphinx min_coverage={min_coverage!r} is not allowed; allowed: 0 <= value <= 1")
-        if not speech_db > 0:
-            raise ParamError(f"sphinx speech_db={speech_db!r} is not allowed; allowed: a positive number of dB")
-        if not preroll_s >= 0:
-            raise ParamError(f"sphinx preroll_s={preroll_s!r} is not allowed; allowed: >= 0 seconds")
-        if not 0 <= pad_s <= 1:
-            raise ParamError(f"sphinx pad_s={pad_s!r} is not allowed; allowed: 0 <= value <= 1 (seconds)")
+    def __init__(self, config: SphinxConfig | None = None) -> None:
+        cfg = config if config is not None else SphinxConfig()
+        self.config = cfg
         self.ps = _pocketsphinx()
         self.ps.set_loglevel("FATAL")
-        self.min_coverage, self.speech_db, self.preroll_s = float(min_coverage), float(speech_db), float(preroll_s)
-        self.pad = round(pad_s * SAMPLE_RATE)
-        self.grammar = resolve_grammar(grammar)
+        self.min_coverage, self.speech_db, self.preroll_s = cfg.min_coverage, cfg.speech_db, cfg.preroll_s
+        self.pad = round(cfg.pad_s * SAMPLE_RATE)
+        self.grammar = resolve_grammar(cfg.grammar_source())
         self.rule, self.fsg, self.words = load_grammar(self.ps, self.grammar)
         self._tmp = tempfile.TemporaryDirectory(prefix="kkm-sphinx-")
         self._finalizer = weakref.finalize(self, self._tmp.cleanup)
@@ -389,18 +427,3 @@ class SphinxRecognizer(Recognizer):
     def close(self) -> None:
         self._finalizer()
 
-
-def from_params(p: Any) -> SphinxRecognizer:
-    """A :class:`SphinxRecognizer` from the asr node's parameters.
-
-    The grammar is the node's ``grammar`` parameter when it has one (a JSGF path or a bundled name;
-    empty = the bundled robot commands); otherwise ``model`` names it when it is a ``.jsgf`` path or a
-    bundled grammar name, and any other model (the node's default "base") means the bundled grammar.
-    """
-    values = p.as_dict() if hasattr(p, "as_dict") else dict(vars(p))
-    grammar = values.get("grammar")
-    if not grammar:
-        model = str(values.get("model") or "")
-        if model.endswith(".jsgf") or (GRAMMAR_DIR / f"{model}.jsgf").is_file():
-            grammar = model
-    return SphinxRecognizer(grammar or None)

@@ -40,12 +40,14 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.errors import MissingDependency, ParamError
+from kikimimi.engine.params import Param, check_fields
 from kikimimi.models.asr.hallucination import find_loop
 from kikimimi.models.asr.policy import StreamPolicy
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream
 from kikimimi.models.asr.resolve import ResolvedModel, resolve_model
 from kikimimi.models.asr.text import normalize
 from kikimimi.models.asr.whisper_stream import WhisperStream
+from kikimimi.models.weights import shared
 
 log = logging.getLogger("kikimimi.asr.whisper")
 
@@ -152,42 +154,99 @@ class WhisperOutput:
     end_s: float | None = None
 
 
+PARAMS: tuple[Param, ...] = (
+    Param("beam_size", int, 1, "beam size (1 = greedy)", min=1, max=16),
+    Param("device", str, "auto", "where the model runs", choices=DEVICES),
+    Param("compute_type", str, "default", "CTranslate2 compute type; default: int8 on cpu, float16 on cuda"),
+    Param("threads", int, 0, "CPU threads for the model (0 = the library's default)", min=0, max=256),
+    Param("agreement", int, 2, "LocalAgreement-n: hypotheses that must agree to commit", min=2, max=5),
+    Param("commit_after_ms", int, 2000, "commit nothing before the utterance is this long (ms)", min=0),
+    Param("trim_after_s", float, 10.0, "cut the buffer at a committed segment end once it is this long (s)",
+          min=1.0, max=25.0),
+    Param("force_after_s", float, 20.0, "cut at any committed word once the buffer is this long (s)",
+          min=1.0, max=27.0),
+    Param("pad_ms", int, 3000, "silence appended to each decode window (ms)", min=0, max=29000),
+    Param("min_window_ms", int, 10000, "decode windows are padded to at least this long (ms)", min=0,
+          max=30000),
+    Param("bucket_ms", int, 1000, "padded window lengths are rounded up to a multiple of this (ms): a "
+          "few lengths keep the model's per-shape buffers (memory) bounded", min=10, max=30000),
+)
+"""The Whisper backend's parameters (the asr node takes them as ``whisper.NAME``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperConfig:
+    """What :class:`WhisperCT2` loads and how it decodes: ``model`` (a name such as 'base' or 'tiny.en', a
+    faster-whisper name in the Hugging Face cache, or a path; see
+    :func:`~kikimimi.models.asr.resolve.resolve_model`) and the fields declared in :data:`PARAMS`."""
+
+    model: str = "base"
+    beam_size: int = 1
+    device: str = "auto"
+    compute_type: str = "default"
+    threads: int = 0
+    agreement: int = 2
+    commit_after_ms: int = 2000
+    trim_after_s: float = 10.0
+    force_after_s: float = 20.0
+    pad_ms: int = 3000
+    min_window_ms: int = 10000
+    bucket_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ParamError(f"whisper: model={self.model!r} is not allowed; allowed: a model name or path")
+        check_fields(self, PARAMS, "whisper")
+        if self.trim_after_s > self.force_after_s:
+            raise ParamError(f"whisper: trim_after_s={self.trim_after_s} is above force_after_s="
+                             f"{self.force_after_s}; allowed: trim_after_s <= force_after_s")
+
+    def policy(self) -> StreamPolicy:
+        """The per-stream commit and trimming policy these settings give."""
+        return StreamPolicy(agreement_n=self.agreement, trim_after_s=self.trim_after_s,
+                            force_after_s=self.force_after_s, commit_after_s=self.commit_after_ms / 1000)
+
+
 class WhisperCT2(Recognizer):
-    """A Whisper model on CTranslate2, shared by every stream; see the module docstring."""
+    """A Whisper model on CTranslate2, shared by every stream; see the module docstring.
+
+    The CTranslate2 model and its tokenizer are loaded once per process for each (model path, device,
+    compute type, threads) (:func:`kikimimi.models.weights.shared`), so recognizers made one after
+    another (``kikimimi transcribe`` over many files) reuse them.
+    """
 
     feature_kind = "whisper_log10_mel"
+    params = PARAMS
+    config_type = WhisperConfig
 
-    def __init__(self, model: str = "base", device: str = "auto", compute_type: str = "default",
-                 threads: int = 0, beam_size: int = 1, pad_frames: int = 300, min_frames: int = 1000,
-                 bucket_frames: int = 100, resolved: ResolvedModel | None = None,
-                 policy: StreamPolicy | None = None) -> None:
-        if device not in DEVICES:
-            raise ParamError(f"device={device!r} is not allowed; allowed: {', '.join(DEVICES)}")
-        if beam_size < 1:
-            raise ParamError(f"beam_size={beam_size!r} is not allowed; allowed: an int >= 1")
-        if not 0 <= pad_frames < MAX_FRAMES or not 0 <= min_frames <= MAX_FRAMES:
-            raise ParamError(f"pad_frames={pad_frames}, min_frames={min_frames} are not allowed; allowed: "
-                             f"0 <= pad_frames < {MAX_FRAMES}, 0 <= min_frames <= {MAX_FRAMES}")
-        if not 1 <= bucket_frames <= MAX_FRAMES:
-            raise ParamError(f"bucket_frames={bucket_frames} is not allowed; allowed: 1 .. {MAX_FRAMES}")
+    def __init__(self, config: WhisperConfig | None = None, resolved: ResolvedModel | None = None) -> None:
+        cfg = config if config is not None else WhisperConfig()
+        self.config = cfg
         ct2 = _import_ct2()
         tokenizers, tokenizer_cls = _import_tokenizer()
-        self.resolved = resolved if resolved is not None else resolve_model(model)
+        self.resolved = resolved if resolved is not None else resolve_model(cfg.model)
+        device, compute_type = cfg.device, cfg.compute_type
         if device == "auto":
             device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
         if compute_type == "default":
             compute_type = "float16" if device == "cuda" else "int8"
         self.device, self.compute_type = device, compute_type
-        self.model = ct2.models.Whisper(str(self.resolved.path), device=device, compute_type=compute_type,
-                                        intra_threads=threads)
+        path = self.resolved.path
+
+        def load() -> tuple[Any, Any]:
+            return (ct2.models.Whisper(str(path), device=device, compute_type=compute_type,
+                                       intra_threads=cfg.threads),
+                    tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")))
+
+        self.model, self._hf = shared(("whisper-ct2", str(path), device, compute_type, cfg.threads), load)
         self._ct2 = ct2
         self.name = f"whisper-{self.resolved.name}"
         self.n_bins = int(self.model.n_mels)
         self.multilingual = bool(self.model.is_multilingual)
-        self.beam_size = int(beam_size)
-        self.pad_frames, self.min_frames, self.bucket_frames = int(pad_frames), int(min_frames), int(bucket_frames)
+        self.beam_size = cfg.beam_size
+        self.pad_frames, self.min_frames = cfg.pad_ms // 10, cfg.min_window_ms // 10
+        self.bucket_frames = max(1, cfg.bucket_ms // 10)
         self.max_window = MAX_FRAMES - self.pad_frames
-        self._hf = tokenizers.Tokenizer.from_file(str(self.resolved.path / "tokenizer.json"))
         self._tokenizer_cls = tokenizer_cls
         self._tokenizers: dict[str | None, Any] = {}
         base = self.tokenizer("en" if self.multilingual else None)
@@ -195,7 +254,7 @@ class WhisperCT2(Recognizer):
         self.languages = tuple(_language_codes()) if self.multilingual else ("en",)
         self._space_tokens: dict[int, bool] = {}
         self.echo_redecodes = 0      # windows decoded again without their context prompt (see _run)
-        self.policy = policy if policy is not None else StreamPolicy()
+        self.policy = cfg.policy()
 
     # ------------------------------------------------------------------ tokens
     def tokenizer(self, language: str | None) -> Any:
@@ -425,12 +484,3 @@ class WhisperCT2(Recognizer):
             out.append(AlignedWord(w, len(wt), float(jump_s[a]), float(jump_s[b]), p))
         return out
 
-
-def from_params(p: Any) -> WhisperCT2:
-    """A :class:`WhisperCT2` from the asr node's parameters (model, device, compute_type, threads,
-    beam_size, pad_ms, min_window_ms, bucket_ms, agreement, commit_after_ms, trim_after_s, force_after_s)."""
-    policy = StreamPolicy(agreement_n=p.agreement, trim_after_s=p.trim_after_s, force_after_s=p.force_after_s,
-                          commit_after_s=p.commit_after_ms / 1000)
-    return WhisperCT2(p.model, p.device, p.compute_type, p.threads, p.beam_size,
-                      pad_frames=p.pad_ms // 10, min_frames=p.min_window_ms // 10,
-                      bucket_frames=max(1, p.bucket_ms // 10), policy=policy)
