@@ -13,7 +13,7 @@ declarations with :func:`check_fields`.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kikimimi.engine.errors import ParamError
@@ -180,5 +180,5 @@ def validate_plugin_params(declared: Sequence[Param], given: Mapping[str, Any] |
                              f"{listing}")
         if name in out:
             raise ParamError(f"{where}: parameter {name!r} is given twice (as {name!r} and as {key!r})")
-        out[name] = Param(name, p.type, p.default, p.help, p.choices, p.min, p.max, p.nullable).check(value, where)
+        out[name] = replace(p, name=name).check(value, where)
     return ParamValues(out)
