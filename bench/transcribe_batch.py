@@ -11,7 +11,10 @@ once for the whole batch: the first file's setup holds the loads, the others' se
 Inputs: the first N (default 40) LibriSpeech clips of ../shared/data/en/librispeech, sorted by path;
 Whisper tiny.en by default to keep it short (``--base`` for Whisper base), language en.
 
-Run:  .venv/bin/python bench/transcribe_batch.py [--n 40] [--base] [--graph default]
+Run:  .venv/bin/python bench/transcribe_batch.py [--n 40] [--base] [--graph default] [--reload]
+
+``--reload`` clears the weights cache before each file: what every file cost before the models loaded
+through :mod:`kikimimi.models.weights` (run it and the default next to each other for the ratio).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from kikimimi.launch.cli import resolve_graph
 from kikimimi.launch.subtitles import file_text
 from kikimimi.launch.transcribe import media_duration, run_file
-from kikimimi.models.weights import loads
+from kikimimi.models.weights import clear, loads
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIBRISPEECH = DATA / "en" / "librispeech"
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=LIBRISPEECH, help="folder of clips (default: LibriSpeech)")
     ap.add_argument("--graph", default="default", help="graph (default: the bundled default graph)")
     ap.add_argument("--language", default="en", help="asr language (default en)")
+    ap.add_argument("--reload", action="store_true", help="forget the loaded weights before each file "
+                    "(kikimimi.models.weights.clear), as every file loaded every model before the shared cache")
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error(f"--n must be >= 1, got {args.n}")
@@ -60,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     audio_s = setup_s = run_s = 0.0
     setups: list[float] = []
+    loaded = 0
     for i, f in enumerate(files, 1):
+        if args.reload:
+            loaded += total_loads()
+            clear()
         before = total_loads()
         t0 = time.perf_counter()
         r = run_file(base, str(f), model=model, language=args.language)
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
           if rest else f"setup of the one file {setups[0]:.2f} s")
     counts = loads()
     if counts:
-        print(f"model loads (kikimimi.models.weights.loads): {total_loads()} in all")
+        print(f"model loads (kikimimi.models.weights.loads): {loaded + total_loads()} in all"
+              + (" (cache cleared before each file: --reload)" if args.reload else ""))
         for key, n in sorted(counts.items(), key=lambda kv: repr(kv[0])):
             print(f"  {n:>3} x {key!r}")
     else:
