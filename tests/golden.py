@@ -101,10 +101,13 @@ ZMQ_FEEDS = {"Transcript": "fusion.transcripts", "LabeledTranscript": "fusion.tr
 # file depends on which end of stream comes first (it may lose that utterance's closing windows, or its
 # label): the same code gives either from run to run. Over ZeroMQ the speaker's outputs, and the speaker
 # labels of the fused transcripts and the console's finals, are left out; in-process they are compared.
+# So is a fused final's face_score over ZeroMQ: the mean over the active-speaker windows fusion holds when
+# the final goes out (the windows themselves are compared, and the face id).
 ZMQ_SPEAKER_RACE = ("speaker.turns", "speaker.embeddings", "fusion.transcripts")
 # In-process too, the speaker node's last utterance of a file races the end of its audio against the VAD's
 # events (which closing windows it gets): that utterance's speaker messages, and the speaker labels of the
 # transcript that ends last, are left out. Every earlier utterance is compared.
+FACE_SCORE = re.compile(r" face (\d+) \([\d.]+\)")
 LAST_UTTERANCE_RACE = ("speaker.turns", "speaker.embeddings", "fusion.transcripts")
 FINAL_SPEAKER = re.compile(r"^(\[[^]]+\] [\d.]+-[\d.]+ s(?: face \d+(?: \([\d.]+\))?)?) [^:|]+:")
 
@@ -267,10 +270,10 @@ def normalize(line: str) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
-def _without_speakers(line: str) -> str:
-    """A fused transcript line without its speaker labels (see ``ZMQ_SPEAKER_RACE``)."""
+def _without_speakers(line: str, also: tuple[str, ...] = ()) -> str:
+    """A fused transcript line without its speaker labels (and the fields ``also``; see ``ZMQ_SPEAKER_RACE``)."""
     obj = json.loads(line)
-    for k in ("speaker", "speaker_score"):
+    for k in ("speaker", "speaker_score", *also):
         obj.pop(k, None)
     for w in obj.get("words", []):
         w.pop("speaker", None)
@@ -300,7 +303,8 @@ def compare(golden: dict[str, Any], got: dict[str, Any], transport: str = "inpro
             if part == "messages" and transport == "zmq" and key.split("/")[0] in ZMQ_SPEAKER_RACE:
                 if key.startswith("speaker."):
                     continue
-                a, b = [_without_speakers(x) for x in a], [_without_speakers(x) for x in b]
+                a, b = [_without_speakers(x, ("face_score",)) for x in a], [_without_speakers(x, ("face_score",))
+                                                                             for x in b]
             if part == "messages" and key.split("/")[0] in LAST_UTTERANCE_RACE:
                 a, b = _last_utterance_unlabelled(a), _last_utterance_unlabelled(b)
             if part == "messages" and a != b:
@@ -316,6 +320,8 @@ def compare(golden: dict[str, Any], got: dict[str, Any], transport: str = "inpro
         lines = groups.get("transcript", [])
         groups["transcript"] = [FINAL_SPEAKER.sub(r"\1:", x) if transport == "zmq" or i == len(lines) - 1 else x
                                 for i, x in enumerate(lines)]
+        if transport == "zmq":
+            groups["transcript"] = [FACE_SCORE.sub(r" face \1", x) for x in groups["transcript"]]
     for key in sorted(set(g_out) | set(n_out)):
         if g_out.get(key, []) != n_out.get(key, []):
             diffs.append(f"stdout ({key} lines) differs:\n    golden: " + " | ".join(g_out.get(key, []))
