@@ -4,9 +4,9 @@ The parent writes the graph and its endpoints into a fresh run directory, starts
 ``kikimimi.engine.worker`` per node, waits until every node has started (a failing node aborts the
 whole launch with its error), then tells them all to go. Stopping (SIGINT/SIGTERM, or ``stop()``)
 asks the sources to finish; END_OF_STREAM then flows through the graph and every node reports its
-counters as it exits. Nodes still running ``shutdown_timeout_s`` after the stop are killed, so the
-parent never leaves orphans. A node that dies is reported, and the parent sends END_OF_STREAM on its
-behalf so the nodes downstream can finish, then stops the graph.
+counters as it exits. Nodes still running ``shutdown_timeout_s`` (5 s, as the in-process runner) after
+the stop are killed, so the parent never leaves orphans. A node that dies is reported, and the parent
+sends END_OF_STREAM on its behalf so the nodes downstream can finish, then stops the graph.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ProcessRunner:
     """Runs the nodes of ``spec`` (or the subset ``only``) as child processes."""
 
     def __init__(self, spec: GraphSpec, scheme: str = "ipc", only: list[str] | None = None,
-                 shutdown_timeout_s: float = 1.5, log_level: str = "WARNING") -> None:
+                 shutdown_timeout_s: float = 5.0, log_level: str = "WARNING") -> None:
         self.spec = spec
         self.scheme = scheme
         self.names = [n.name for n in spec.nodes if only is None or n.name in only]
