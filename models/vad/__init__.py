@@ -11,7 +11,7 @@ confirming speech, a hysteresis segmenter deciding SPEECH_START / SPEECH_END (an
 * :class:`WebrtcVadConfig`, :class:`WebrtcVadStream` (:mod:`.webrtc`): webrtcvad alone with its own
   hysteresis (the ``webrtc_vad`` node).
 
-The ``vad`` node (:mod:`kikimimi.nodes.vad`) is a thin adapter over it; offline code (speaker enrolment,
+The ``vad`` node kind is a thin adapter over it; offline code (speaker enrolment,
 AV training data, ``bench/vad.py``) uses it directly.
 """
 
