@@ -1,6 +1,7 @@
 """The one registry of node kinds, by name.
 
-The source of every kind is the ``kikimimi.nodes`` entry-point group (``name = "package.module:Class"``):
+The source of every kind is the node entry-point group, :data:`ENTRY_POINT_GROUP` (``name = "package.module:Class"``;
+the group's name is a string that distributions declare, not an import of the nodes package):
 this distribution's built-in kinds are declared there in ``pyproject.toml``, and any installed
 distribution adds its own the same way. :func:`builtin_kinds` is derived from that table (the entry
 points that kikimimi itself declares), never repeated in code.
@@ -21,8 +22,8 @@ from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from kikimimi.engine.errors import GraphError, UnknownNodeKind
 from kikimimi.engine.node import Node
 
-ENTRY_POINT_GROUP = "kikimimi.nodes"
 DISTRIBUTION = "kikimimi"
+ENTRY_POINT_GROUP = f"{DISTRIBUTION}.nodes"
 
 _registered: dict[str, type[Node]] = {}
 _loaded: dict[str, type[Node]] = {}
@@ -37,7 +38,7 @@ def _import_env_modules() -> None:
 
 
 def builtin_kinds() -> dict[str, str]:
-    """The kinds this distribution declares (its ``kikimimi.nodes`` entry points): name -> "module:Class"."""
+    """The kinds this distribution declares (its node entry points): name -> "module:Class"."""
     try:
         eps = distribution(DISTRIBUTION).entry_points
     except PackageNotFoundError:
