@@ -58,7 +58,7 @@ class FeatureNode(StreamNode[FrontEndStream]):
     outputs = (PortSpec("features", (Features,), help="new feature frames of each chunk"),)
     params = (
         Param("kind", str, WHISPER_KIND, "which features", choices=FEATURE_KINDS),
-        Param("n_mels", int, 80, "mel bins: 80 or 128 for whisper_log10_mel, 1..256 for kaldi_fbank"),
+        Param("n_mels", int, 80, "mel bins: 80 or 128 for whisper_log10_mel, 1..126 for kaldi_fbank"),
         Param("ring_seconds", float, 30.0, "feature ring capacity per stream (s of frames)", min=2.0, max=3600.0),
         Param("int16_scale", bool, None, "feed int16-range values (true) or [-1, 1] (false); "
               "null: false for whisper, true for kaldi", nullable=True),

@@ -1,7 +1,8 @@
 """Feature front ends (models/frontend) and the ``features`` node on real recordings.
 
 References: faster-whisper's FeatureExtractor and librosa's mel filters (Whisper mode); a plain
-float64 numpy implementation written here, and torchaudio where it imports (Kaldi mode).
+float64 numpy implementation written here, and kaldi-native-fbank (k2-fsa's C++ port of Kaldi's
+feature code, the front end of sherpa-onnx and icefall) for the Kaldi mode, whole-signal and streaming.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def reference_kaldi_banks(n_mels: int, n_fft: int = 512, sr: int = 16000, low: f
     return banks
 
 
-@pytest.mark.parametrize("n_mels", [23, 80, 128])
+@pytest.mark.parametrize("n_mels", [23, 80, 126])
 def test_kaldi_mel_banks_equal_a_bin_by_bin_reference(n_mels: int) -> None:
     np.testing.assert_allclose(kaldi_mel_banks(n_mels), reference_kaldi_banks(n_mels), atol=1e-6)
 
@@ -151,7 +152,7 @@ def reference_fbank(x: np.ndarray, n_mels: int) -> np.ndarray:
 
 def check_fbank_close(ours: np.ndarray, ref: np.ndarray) -> None:
     """Log-energy differences are relative energy errors. Within 70 dB of a frame's loudest bin they
-    are <= 1e-3; further down, float32 FFT rounding (which torchaudio's float32 fbank shares) allows 0.05."""
+    are <= 1e-3; further down, float32 FFT rounding (which kaldi-native-fbank's float32 code shares) allows 0.05."""
     assert ours.shape == ref.shape
     diff = np.abs(ours - ref)
     loud = ref >= ref.max(axis=1, keepdims=True) - np.log(1e7)
@@ -161,19 +162,61 @@ def check_fbank_close(ours: np.ndarray, ref: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("name", [CLIPS[0], CLIPS[1], FLEURS])
-@pytest.mark.parametrize("n_mels", [23, 80, 128])
+@pytest.mark.parametrize("n_mels", [23, 80, 126])
 def test_kaldi_fbank_matches_numpy_reference(data_dir: Path, name: str, n_mels: int) -> None:
     x = load16k(data_dir / name) * np.float32(32768.0)   # int16 range, as Kaldi-trained models expect
     check_fbank_close(kaldi_fbank(x, n_mels), reference_fbank(x, n_mels))
 
 
-def test_kaldi_fbank_matches_torchaudio(data_dir: Path) -> None:
-    torch = pytest.importorskip("torch")
-    ta_kaldi = pytest.importorskip("torchaudio.compliance.kaldi")
-    x = load16k(data_dir / CLIPS[1]) * np.float32(32768.0)
-    for n_mels in (23, 80):
-        ref = ta_kaldi.fbank(torch.from_numpy(x)[None], num_mel_bins=n_mels, dither=0.0).numpy()
-        check_fbank_close(kaldi_fbank(x, n_mels), ref)
+def knf_fbank(x: np.ndarray, n_mels: int, chunks: list[int] | None = None) -> np.ndarray:
+    """kaldi-native-fbank's frames of ``x`` (int16 range), fed whole or in ``chunks`` (cycled)."""
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.samp_freq = 16000
+    opts.mel_opts.num_bins = n_mels
+    fbank = knf.OnlineFbank(opts)
+    sizes, pos, i = chunks or [x.shape[0]], 0, 0
+    while pos < x.shape[0]:
+        k = sizes[i % len(sizes)]
+        fbank.accept_waveform(16000, x[pos:pos + k].tolist())
+        pos, i = pos + k, i + 1
+    fbank.input_finished()
+    return np.array([fbank.get_frame(t) for t in range(fbank.num_frames_ready)], np.float32).reshape(-1, n_mels)
+
+
+@pytest.mark.parametrize("name", [CLIPS[1], CLIPS[3], FLEURS])
+@pytest.mark.parametrize("n_mels", [23, 80, 126])
+def test_kaldi_fbank_matches_kaldi_native_fbank(data_dir: Path, name: str, n_mels: int) -> None:
+    x = load16k(data_dir / name) * np.float32(32768.0)
+    ref = knf_fbank(x, n_mels)
+    assert ref.shape[0] == (x.shape[0] - 400) // 160 + 1   # snip_edges, as ours
+    check_fbank_close(kaldi_fbank(x, n_mels), ref)
+
+
+def test_kaldi_refuses_mel_bins_with_no_fft_bin_as_kaldi_native_fbank_does() -> None:
+    """At 16 kHz with a 512-point FFT the 127th bin would hold no FFT bin: a constant log(eps) channel."""
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.mel_opts.num_bins = 127
+    with pytest.raises(ValueError, match="num_mel_bins too large"):
+        knf.OnlineFbank(opts)
+    with pytest.raises(ParamError, match="n_mels=127 is not allowed at 16000 Hz .* allowed: 1 to 126"):
+        kaldi_fbank(np.zeros(1000, np.float32), 127)
+    with pytest.raises(ParamError, match="n_mels=127 is not allowed for kaldi_fbank; allowed: 1 to 126"):
+        FrontEndConfig(kind="kaldi_fbank", n_mels=127)
+    opts.mel_opts.num_bins = 126
+    knf.OnlineFbank(opts)
+
+
+def test_streaming_kaldi_fbank_matches_kaldi_native_fbank_online(data_dir: Path) -> None:
+    """Both fed the same odd chunk sizes: every frame as soon as its samples are in, equal to the reference."""
+    x = load16k(data_dir / JFK)[: 16000 * 4] * np.float32(32768.0)
+    sizes = [160, 1, 399, 1000, 37]
+    ours, _ = stream_all(KaldiFbankStream(80), x, sizes)
+    check_fbank_close(ours, knf_fbank(x, 80, sizes))
 
 
 def test_kaldi_short_signals() -> None:
@@ -384,7 +427,7 @@ def test_contract_feature_ring_scale_and_flush() -> None:
 def test_contract_config_and_input_errors() -> None:
     with pytest.raises(ParamError, match="n_mels=100 is not allowed for whisper_log10_mel; allowed: 40, 80, 128"):
         FrontEndConfig(n_mels=100)
-    with pytest.raises(ParamError, match="n_mels=300 is not allowed for kaldi_fbank; allowed: 1 to 256"):
+    with pytest.raises(ParamError, match="n_mels=300 is not allowed for kaldi_fbank; allowed: 1 to 126"):
         FrontEndConfig("kaldi_fbank", 300)
     with pytest.raises(ParamError, match="kind='mfcc' is not allowed; allowed: whisper_log10_mel, kaldi_fbank"):
         FrontEndConfig("mfcc")
@@ -536,7 +579,7 @@ def test_validating_kernel_wrapper(clip: np.ndarray) -> None:
 def test_node_params_and_registry() -> None:
     with pytest.raises(ParamError, match="n_mels=100 is not allowed for whisper_log10_mel; allowed: 40, 80, 128"):
         FeatureNode("feat", {"n_mels": 100})
-    with pytest.raises(ParamError, match="n_mels=300 is not allowed for kaldi_fbank; allowed: 1 to 256"):
+    with pytest.raises(ParamError, match="n_mels=300 is not allowed for kaldi_fbank; allowed: 1 to 126"):
         FeatureNode("feat", {"kind": "kaldi_fbank", "n_mels": 300})
     with pytest.raises(ParamError, match="kind='mfcc' is not allowed"):
         FeatureNode("feat", {"kind": "mfcc"})

@@ -39,7 +39,7 @@ import numpy as np
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.frontend.kaldi import KaldiFbankStream, kaldi_fbank
-from kikimimi.models.frontend.mel import KALDI_MAX_MELS, WHISPER_N_MELS
+from kikimimi.models.frontend.mel import WHISPER_N_MELS, kaldi_max_mels
 from kikimimi.models.frontend.spec import KALDI_KIND, WHISPER_KIND
 from kikimimi.models.frontend.stream import FeatureStream
 from kikimimi.models.frontend.whisper import WhisperMelStream, whisper_log10_mel, whisper_normalize
@@ -64,8 +64,8 @@ def warmup() -> None:
 class FrontEndConfig:
     """What a :class:`FeatureFrontEnd` computes; checked when made (:class:`ParamError` names the bad value).
 
-    ``kind``: whisper_log10_mel or kaldi_fbank. ``n_mels``: 40, 80 or 128 for Whisper, 1 to 256 for
-    Kaldi. ``ring_seconds``: feature ring capacity per stream (seconds of frames, 2 to 3600).
+    ``kind``: whisper_log10_mel or kaldi_fbank. ``n_mels``: 40, 80 or 128 for Whisper, 1 to 126 for
+    Kaldi (at 16 kHz more would leave a bin empty, which Kaldi refuses too). ``ring_seconds``: feature ring capacity per stream (seconds of frames, 2 to 3600).
     ``int16_scale``: feed int16-range values (True) or [-1, 1] (False); None: False for Whisper, True
     for Kaldi. ``max_gap_ms``: gaps up to this long are zero-filled, longer ones start a new utterance.
     """
@@ -85,8 +85,9 @@ class FrontEndConfig:
         if self.kind == WHISPER_KIND and n not in WHISPER_N_MELS:
             raise ParamError(f"n_mels={n} is not allowed for {WHISPER_KIND}; "
                              f"allowed: {', '.join(map(str, WHISPER_N_MELS))}")
-        if self.kind == KALDI_KIND and not 1 <= n <= KALDI_MAX_MELS:
-            raise ParamError(f"n_mels={n} is not allowed for {KALDI_KIND}; allowed: 1 to {KALDI_MAX_MELS}")
+        if self.kind == KALDI_KIND and not 1 <= n <= kaldi_max_mels():
+            raise ParamError(f"n_mels={n} is not allowed for {KALDI_KIND}; allowed: 1 to {kaldi_max_mels()} "
+                             "(more would leave a mel bin with no FFT bin at 16 kHz)")
         r = self.ring_seconds
         lo, hi = RING_SECONDS
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or not lo <= r <= hi:

@@ -7,6 +7,7 @@ bins), which is what the kernels use.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from kikimimi.engine.errors import ParamError
 
 WHISPER_N_MELS = (40, 80, 128)   # 40: the GE2E speaker encoder's input (as mel power)
-KALDI_MAX_MELS = 256
+KALDI_MAX_MELS = 256   # the upper bound of the type check; the real limit is kaldi_max_mels(...) (126 at 16 kHz)
 
 # Slaney's mel scale (librosa's htk=False): linear below 1 kHz, logarithmic above.
 _F_SP = 200.0 / 3.0
@@ -88,7 +89,33 @@ def kaldi_mel_banks(n_mels: int, n_fft: int = 512, sample_rate: int = 16000, low
     down = (right - mel) / (right - centre)
     banks = np.zeros((n_mels, n_fft // 2 + 1), dtype=np.float64)
     banks[:, :-1] = np.maximum(0.0, np.minimum(up, down))
+    empty = np.flatnonzero(banks.sum(axis=1) == 0.0)
+    if empty.size:   # Kaldi's MelBanks refuses this too: such a bin would be a constant log(eps)
+        limit = kaldi_max_mels(n_fft, sample_rate, low_freq, high_freq)
+        raise ParamError(f"Kaldi n_mels={n_mels} is not allowed at {sample_rate} Hz with a {n_fft}-point FFT "
+                         f"between {low_freq:g} and {high:g} Hz: mel bin {int(empty[0])} would hold no FFT bin; "
+                         f"allowed: 1 to {limit}")
     return banks.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def kaldi_max_mels(n_fft: int = 512, sample_rate: int = 16000, low_freq: float = 20.0,
+                   high_freq: float = 0.0) -> int:
+    """The most Kaldi mel bins for these settings such that every bin covers at least one FFT bin
+    (126 at 16 kHz, 512-point FFT, 20 Hz to Nyquist)."""
+    nyquist = 0.5 * sample_rate
+    high = high_freq + nyquist if high_freq <= 0.0 else high_freq
+    mel = kaldi_mel_scale(np.arange(n_fft // 2, dtype=np.float64) * (sample_rate / n_fft))
+    mel_low, mel_high = kaldi_mel_scale(low_freq), kaldi_mel_scale(high)
+    best = 0
+    for n in range(1, KALDI_MAX_MELS + 1):
+        delta = (mel_high - mel_low) / (n + 1)
+        b = np.arange(n, dtype=np.float64)[:, None]
+        left, right = mel_low + b * delta, mel_low + (b + 2.0) * delta
+        if not ((mel[None, :] > left) & (mel[None, :] < right)).any(axis=1).all():
+            break
+        best = n
+    return best
 
 
 @dataclass(frozen=True, slots=True, eq=False)
