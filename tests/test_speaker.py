@@ -207,19 +207,54 @@ def test_a_speaker_change_inside_one_utterance_splits_it(libri: list[tuple[str, 
     assert any(abs(c - len(x)) <= 1.6 * RATE for c in cut), (cut, len(x))
 
 
-@pytest.mark.slow
-def test_ami_diarization_error_rate_of_the_streaming_labels(data_dir: Path) -> None:
-    total = None
+Turns = list[tuple[str, float, float]]
+
+
+@pytest.fixture(scope="module")
+def ami_runs(data_dir: Path) -> list[tuple[str, Turns, Turns]]:
+    """(mix name, reference turns, the speaker node's final labelled turns) for both AMI mixes."""
+    runs = []
     for name in ("dev00", "dev01"):
         audio = load16k(data_dir / "diarization" / "ami" / f"{name}.wav")
         node = SpeakerNode("spk", {"db": "none", "threads": 2})
         out = [m for _, m in run_node(node, live_messages(audio))]
         hyp = [(t.speaker, t.start_sample / RATE, t.end_sample / RATE) for t in out
                if isinstance(t, SpeakerTurn) and t.final and t.speaker != "unknown"]
-        score = der(read_rttm(data_dir / "diarization" / "ami" / f"{name}.rttm"), hyp, collar_s=0.25)
-        print(f"\nAMI {name}: DER {score.der:.1%} (collar 0.25 s each side; false alarm {score.false_alarm:.1f} s, "
-              f"missed {score.missed:.1f} s, confusion {score.confusion:.1f} s of {score.total:.1f} s)")
-        total = score if total is None else total + score
-    assert total is not None
-    print(f"AMI both mixes: DER {total.der:.1%}")
-    assert total.der < 0.5
+        runs.append((name, read_rttm(data_dir / "diarization" / "ami" / f"{name}.rttm"), hyp))
+    return runs
+
+
+def one_label(turns: Turns) -> Turns:
+    return [("one", a, b) for _, a, b in turns]
+
+
+@pytest.mark.slow
+def test_ami_streaming_labels_beat_one_label_on_the_same_segments(ami_runs: list[tuple[str, Turns, Turns]]) -> None:
+    """The speaker labels must carry information: the same speech segments with every label replaced by one
+    speaker score worse. Measured (collar 0.25 s each side, both mixes): ours 40.7 %, one label on our
+    segments 44.6 % (dev00 36.6 vs 47.4; dev01 48.6 vs 39.3: there the labels still lose)."""
+    ours = mono = None
+    for name, ref, hyp in ami_runs:
+        score, base = der(ref, hyp, collar_s=0.25), der(ref, one_label(hyp), collar_s=0.25)
+        print(f"\nAMI {name}: DER {score.der:.1%} (false alarm {score.false_alarm:.1f} s, missed {score.missed:.1f} s, "
+              f"confusion {score.confusion:.1f} s of {score.total:.1f} s); one label on the same segments {base.der:.1%}")
+        ours, mono = (score, base) if ours is None else (ours + score, mono + base)
+    assert ours is not None and mono is not None
+    print(f"AMI both mixes: DER {ours.der:.1%}, one label on the same segments {mono.der:.1%}")
+    assert ours.confusion < mono.confusion and ours.der < mono.der
+    assert ours.der <= 0.407 + 0.02      # the figure measured when this test was written, and a margin
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 18: the streaming labels (40.7 %) lose to one label on the reference "
+                                       "turns (26.7 %): missed speech (7.4 s) and confusion on dev01")
+def test_ami_streaming_labels_beat_one_label_on_the_reference_turns(
+        ami_runs: list[tuple[str, Turns, Turns]]) -> None:
+    """The baseline any diarizer must beat: every reference turn given one speaker (26.7 % with der())."""
+    ours = oracle = None
+    for _, ref, hyp in ami_runs:
+        score, base = der(ref, hyp, collar_s=0.25), der(ref, one_label(ref), collar_s=0.25)
+        ours, oracle = (score, base) if ours is None else (ours + score, oracle + base)
+    assert ours is not None and oracle is not None
+    assert oracle.der == pytest.approx(0.267, abs=0.001)
+    assert ours.der < oracle.der
