@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class ProcessRunner:
         self.errors: dict[str, str] = {}
         self._stop_at: float | None = None
         self._abort = False
+        self.started = threading.Event()
+        """Set once every node has bound its inputs, reported ready and been told to go."""
         self._run_dir = Path(tempfile.mkdtemp(prefix="kkm-"))
         self.endpoints = input_endpoints(spec, scheme, str(self._run_dir))
 
@@ -91,6 +94,7 @@ class ProcessRunner:
             self._await_ready(control)
             for name in self.names:
                 control.send_multipart([name.encode(), msgpack.packb({"cmd": "go"})])
+            self.started.set()
             self._supervise(ctx, control)
         finally:
             self._kill_all()

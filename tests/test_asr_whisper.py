@@ -112,4 +112,8 @@ def test_memory_stays_flat_over_many_window_lengths(tiny: WhisperCT2, data_dir: 
     round_of(5)
     before = rss_mb()
     round_of(30)
-    assert rss_mb() - before < 5.0
+    growth = rss_mb() - before
+    print(f"RSS growth {growth:.2f} MB")
+    # Measured 0.00 MB in 3 runs on the loaded 2-core machine; 5 MB of room for allocator noise is a quarter of
+    # what 30 unbucketed lengths cost (~20 MB), so the leak this guards against still fails it.
+    assert growth < 5.0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 from toy_nodes import Collect
+from waiting import wait_until
 
 from kikimimi.engine.graph import GraphBuilder, GraphSpec
 from kikimimi.engine.messages import Control, ControlKind
@@ -78,10 +78,7 @@ def test_stop_is_graceful_and_delivers_what_was_accepted() -> None:
     r = Runner(chain(forever=True, delay_s=0.001))
     r.start()
     # Wait (on the pipeline, not on wall time) until data is flowing.
-    got_some = threading.Event()
-    while not got_some.wait(0.01):
-        if len(Collect.seen.get("sink", [])) > 20:
-            got_some.set()
+    wait_until(lambda: len(Collect.seen.get("sink", [])) > 20, 60, "20 messages at the sink")
     r.stop()
     assert r.wait(timeout_s=10)
     sink = r.drivers["sink"].node.stats
@@ -96,8 +93,8 @@ def test_abort_ends_a_stuck_graph() -> None:
     r = Runner(chain(forever=True, delay_s=0.05), shutdown_timeout_s=0.2)
     r.start()
     sink = r.drivers["sink"].node.stats
-    while sink.received < 6:  # the sink's queue is full: draining it takes longer than the timeout
-        threading.Event().wait(0.01)
+    # the sink's queue is full: draining it takes longer than the timeout
+    wait_until(lambda: sink.received >= 6, 60, "6 messages received by the sink")
     r.stop()
     assert r.wait(timeout_s=5)
     # Aborted before it could drain: what it never processed is counted, not silently lost.

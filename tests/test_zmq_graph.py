@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import select
 import signal
 import subprocess
@@ -26,6 +25,8 @@ from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.procs import ProcessRunner
 from kikimimi.engine.runner import GraphFailed, Runner
 from kikimimi.engine.wire import encode
+from ports import free_port_base
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def test_three_node_pipeline_gives_identical_output_inproc_and_over_zmq(
     stats = ProcessRunner(vad_graph(data_dir / clip, b), scheme="ipc").run()
     tcp_spec = vad_graph(data_dir / clip, c)
     d = tcp_spec.to_dict()
-    d["zmq"] = {"tcp_base_port": random.randint(20000, 40000)}
+    d["zmq"] = {"tcp_base_port": free_port_base(8)}
     from kikimimi.engine.graph import load_graph
 
     ProcessRunner(load_graph(d), scheme="tcp").run()
@@ -100,13 +101,15 @@ def test_malformed_wire_messages_are_rejected_and_the_stream_goes_on(data_dir: P
     result: dict[str, Any] = {}
     t = threading.Thread(target=lambda: result.setdefault("stats", runner.run()))
     t.start()
+    # Every node has bound its inputs and been told to go: the garbage cannot arrive before the receiver.
+    assert runner.started.wait(120), "the graph did not start"
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.connect(runner.endpoints[("vad", "audio")])
     bad = _bad_messages(1024 * 1024)
     for _, frames in bad:
         sock.send_multipart(frames)
-    sock.close(linger=2000)
+    sock.close(linger=-1)   # until delivered (the per-test timeout bounds a hang)
     ctx.term()
     t.join(60)
     assert not t.is_alive()
@@ -138,6 +141,16 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout_s: float) 
     return buf
 
 
+def stats_rows(text: str) -> dict[str, str]:
+    """The --stats table's rows by node name (lines of format_stats; log lines start otherwise)."""
+    rows = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and all(p.replace(",", "").isdigit() for p in parts[1:3]):
+            rows[parts[0]] = line
+    return rows
+
+
 def test_sigterm_stops_a_multiprocess_graph_gracefully_without_orphans(data_dir: Path) -> None:
     clip = data_dir / "diarization/ami/dev00.wav"  # 30 s at real time: still running when we stop it
     proc = subprocess.Popen(
@@ -145,22 +158,23 @@ def test_sigterm_stops_a_multiprocess_graph_gracefully_without_orphans(data_dir:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
-        _read_until(proc, b"speech start", 20)
-        t0 = time.monotonic()
+        # A readiness wait, not a time limit: seven processes load their models first (8-15 s on this 2-core
+        # machine under load); the bound only turns a hang into a failure.
+        _read_until(proc, b"speech start", 120)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        elapsed = time.monotonic() - t0
+        proc.wait(timeout=60)
         out = proc.stdout.read() if proc.stdout else b""
         err = proc.stderr.read() if proc.stderr else b""
         assert proc.returncode == 0, err.decode()
-        # The open utterance is still decoded (Whisper base) before the graph ends: 2.1-2.4 s measured on this
-        # 2-core machine, with the code before and after the architecture step alike; the runner's own limit
-        # (after which it kills what still runs, and this test fails on the missing counters) is 5 s.
-        assert elapsed <= 5.0, f"shutdown took {elapsed:.2f} s"
-        # Graceful: the console saw the end of stream, and every node reported its counters.
+        # Graceful, decided by what happened rather than by a stopwatch: the runner kills nodes that have not
+        # finished 5 s after the stop (and says so); here none was killed, the console saw the end of stream,
+        # and every node reported its counters in the --stats table (one row per node: name, then numbers).
+        assert b"killing the remaining nodes" not in err and b"aborting" not in err, err.decode()
         assert b"end of stream" in out
-        for node in (b"source", b"vad", b"console"):
-            assert node in err
+        table = stats_rows(err.decode())
+        from kikimimi.launch.cli import resolve_graph
+
+        assert set(table) == {n.name for n in resolve_graph("default").nodes}, err.decode()
         with pytest.raises(ProcessLookupError):
             os.killpg(proc.pid, 0)  # no process of the graph's session is left
     finally:
@@ -182,13 +196,11 @@ def test_a_node_that_dies_is_reported_and_the_rest_of_the_graph_finishes(data_di
 
     t = threading.Thread(target=run)
     t.start()
-    while "vad" not in runner.procs or not out.exists():
-        time.sleep(0.05)
-    time.sleep(0.5)
-    t0 = time.monotonic()
+    assert runner.started.wait(120), "the graph did not start"
+    wait_until(out.exists, 60, "the sink's output file")
     runner.procs["vad"].kill()
-    t.join(10)
-    assert not t.is_alive() and time.monotonic() - t0 < 5
+    t.join(60)
+    assert not t.is_alive()
     assert errors and "node 'vad' failed" in str(errors[0])
     # The sink got END_OF_STREAM on the dead node's behalf, closed its file and reported.
     assert "sink" in runner.results
@@ -200,7 +212,7 @@ def test_a_graph_split_over_two_launches_with_only_matches_one_process(data_dir:
     whole, split = tmp_path / "whole.jsonl", tmp_path / "split.jsonl"
     Runner(vad_graph(clip, whole)).run()
     d = vad_graph(clip, split).to_dict()
-    d["zmq"] = {"tcp_base_port": random.randint(20000, 40000)}
+    d["zmq"] = {"tcp_base_port": free_port_base(8)}
     from kikimimi.engine.graph import load_graph
 
     spec = load_graph(d)
