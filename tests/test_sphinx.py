@@ -169,13 +169,7 @@ def test_reset_and_gaps(rec: SphinxRecognizer) -> None:
 
 
 # ---------------------------------------------------------------------- in the streaming graph
-def needs_audio_input() -> None:
-    if load_kind("asr").input_spec("audio") is None:
-        pytest.skip("the asr node has no 'audio' input yet, so raw-audio backends (sphinx) cannot be fed")
-
-
 def test_sphinx_is_selectable_in_the_streaming_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    needs_audio_input()
     from kikimimi.launch.cli import main
 
     commands = ["turn left", "stop", "come here", "what time is it"]
@@ -186,7 +180,6 @@ def test_sphinx_is_selectable_in_the_streaming_graph(tmp_path: Path, capsys: pyt
 
 
 def test_partials_reach_the_console_before_the_final(tmp_path: Path) -> None:
-    needs_audio_input()
     import json
 
     from kikimimi.engine.runner import Runner

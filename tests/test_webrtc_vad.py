@@ -199,11 +199,20 @@ def test_control_closes_the_open_segment(data_dir: Path, kind: ControlKind, sid:
 def test_gap_in_sample_index_keeps_going(data_dir: Path) -> None:
     chunks = load(data_dir / CLIPS[0])
     events = detect(chunks[:200] + chunks[210:])  # 200 ms dropped upstream
+    assert sum(e.kind is END for e in events) >= 2     # speech on both sides of the gap was still found
+    assert any(e.kind is END and e.end_sample > chunks[210].header.sample_index for e in events)
     check_well_formed(events, chunks[-1].end_index)
 
 
 def test_min_speech_discards_short_segments(data_dir: Path) -> None:
-    assert detect(load(data_dir / CLIPS[1]), min_speech_ms=60_000) == []
+    chunks = load(data_dir / CLIPS[2])                  # three segments: 3.2, 1.7 and 3.5 s
+    lengths = sorted((e.end_sample - e.start_sample) * 1000 // 16000 for e in detect(chunks) if e.kind is END)
+    assert len(lengths) >= 2, lengths        # the clip has speech segments of different lengths to discard
+    cut = (lengths[0] + lengths[-1]) // 2
+    kept = [(e.end_sample - e.start_sample) * 1000 // 16000 for e in detect(chunks, min_speech_ms=cut)
+            if e.kind is END]
+    assert kept and all(n >= cut for n in kept) and len(kept) < len(lengths), (lengths, cut, kept)
+    assert detect(chunks, min_speech_ms=60_000) == []
 
 
 def test_bad_param_names_value_and_allowed() -> None:
