@@ -38,8 +38,9 @@ demo: $(STAMP)
 demo-av: $(STAMP)
 	$(VENV)/bin/kikimimi run av --input $(DEMO_VIDEO) $(AV_GRID) --stats
 
+# --durations=15: the slowest tests are printed on every run, so slow creep shows.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -15,7 +15,6 @@ A clip's score for a (video, audio) pair is the mean of the online window probab
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,7 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 
 def _fail_or_skip(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    pytest.skip(message)   # conftest turns it into a failure under CI=true
 
 
 @pytest.fixture(scope="module")

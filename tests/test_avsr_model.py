@@ -511,7 +511,6 @@ def test_training_loop_and_feature_cache(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_stream_on_cuda_equals_whole_and_the_cpu() -> None:
     """On a GPU the streamed decode still equals the one-shot decode, and both stay close to the CPU's."""
     audio, vs, mouths, has = synthetic_av(3, RATE * 3)

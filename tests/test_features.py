@@ -203,7 +203,7 @@ def test_kaldi_refuses_mel_bins_with_no_fft_bin_as_kaldi_native_fbank_does() -> 
     opts.mel_opts.num_bins = 127
     with pytest.raises(ValueError, match="num_mel_bins too large"):
         knf.OnlineFbank(opts)
-    with pytest.raises(ParamError, match="n_mels=127 is not allowed at 16000 Hz .* allowed: 1 to 126"):
+    with pytest.raises(ParamError, match=r"n_mels=127 is not allowed at 16000 Hz .* allowed: 1 to 126"):
         kaldi_fbank(np.zeros(1000, np.float32), 127)
     with pytest.raises(ParamError, match="n_mels=127 is not allowed for kaldi_fbank; allowed: 1 to 126"):
         FrontEndConfig(kind="kaldi_fbank", n_mels=127)

@@ -75,7 +75,7 @@ def environment_microphone() -> str:
         return "no portaudio"
     try:
         devices = sd.query_devices()
-    except Exception:  # noqa: BLE001 - PortAudioError without an audio system: no input either
+    except Exception:
         return "no input"
     return "mic" if any(d.get("max_input_channels", 0) > 0 for d in devices) else "no input"
 

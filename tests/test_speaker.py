@@ -237,7 +237,8 @@ def test_ami_streaming_labels_beat_one_label_on_the_same_segments(ami_runs: list
     for name, ref, hyp in ami_runs:
         score, base = der(ref, hyp, collar_s=0.25), der(ref, one_label(hyp), collar_s=0.25)
         print(f"\nAMI {name}: DER {score.der:.1%} (false alarm {score.false_alarm:.1f} s, missed {score.missed:.1f} s, "
-              f"confusion {score.confusion:.1f} s of {score.total:.1f} s); one label on the same segments {base.der:.1%}")
+              f"confusion {score.confusion:.1f} s of {score.total:.1f} s); "
+              f"one label on the same segments {base.der:.1%}")
         ours, mono = (score, base) if ours is None else (ours + score, mono + base)
     assert ours is not None and mono is not None
     print(f"AMI both mixes: DER {ours.der:.1%}, one label on the same segments {mono.der:.1%}")

@@ -17,6 +17,8 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from ports import free_port_base
+from waiting import wait_until
 
 from kikimimi.engine.graph import GraphBuilder, GraphSpec
 from kikimimi.engine.messages import Header
@@ -25,8 +27,6 @@ from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.procs import ProcessRunner
 from kikimimi.engine.runner import GraphFailed, Runner
 from kikimimi.engine.wire import encode
-from ports import free_port_base
-from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

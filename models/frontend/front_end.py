@@ -65,7 +65,8 @@ class FrontEndConfig:
     """What a :class:`FeatureFrontEnd` computes; checked when made (:class:`ParamError` names the bad value).
 
     ``kind``: whisper_log10_mel or kaldi_fbank. ``n_mels``: 40, 80 or 128 for Whisper, 1 to 126 for
-    Kaldi (at 16 kHz more would leave a bin empty, which Kaldi refuses too). ``ring_seconds``: feature ring capacity per stream (seconds of frames, 2 to 3600).
+    Kaldi (at 16 kHz more would leave a bin empty, which Kaldi refuses too). ``ring_seconds``: feature
+    ring capacity per stream (seconds of frames, 2 to 3600).
     ``int16_scale``: feed int16-range values (True) or [-1, 1] (False); None: False for Whisper, True
     for Kaldi. ``max_gap_ms``: gaps up to this long are zero-filled, longer ones start a new utterance.
     """
