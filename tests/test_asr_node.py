@@ -75,6 +75,7 @@ def silence_and_noise() -> dict[str, np.ndarray]:
     return {"silence": np.zeros(n, np.float32), "white": white, "brown": brown * 0.5, "hum": hum}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["silence", "white", "brown", "hum"])
 def test_nothing_is_published_for_10_s_of_non_speech(silence_and_noise: dict[str, np.ndarray], kind: str) -> None:
     audio = silence_and_noise[kind]

@@ -95,6 +95,7 @@ def check(revs: list[Revision]) -> Revision:
     return revs[-1]
 
 
+@pytest.mark.slow
 def test_loads_and_decodes_like_transformers(rec: ExternalAvRecognizer) -> None:
     assert (rec.audio_arg, rec.video_arg, rec.video_channels, rec.fps, rec.sample_rate) == ("audio", "video", 1, 25.0,
                                                                                           RATE)

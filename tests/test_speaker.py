@@ -75,6 +75,7 @@ def test_our_ge2e_module_equals_resemblyzers_on_the_same_input(encoder: SpeakerE
     assert np.allclose(encoder.embed(mels), want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mel_power_is_librosas_melspectrogram(data_dir: Path) -> None:
     librosa = pytest.importorskip("librosa")
     x = load16k(data_dir / "en/librispeech/1688/1688-142285-0000.flac")[:2 * RATE]

@@ -112,6 +112,7 @@ def test_usage_errors(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert rc == 1 and "not enrolled" in err
 
 
+@pytest.mark.slow
 def test_calibrate_then_verify_open_set(data_dir: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str], encoder) -> None:
     db = str(tmp_path / "speakers.sqlite3")

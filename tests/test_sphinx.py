@@ -198,6 +198,7 @@ def test_partials_reach_the_console_before_the_final(tmp_path: Path) -> None:
     assert revs[-1]["committed"] == "turn left" and [w["text"] for w in revs[-1]["words"]] == ["turn", "left"]
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_grid_grammar_on_the_grid_clips(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The bundled GRID grammar through the streaming graph on the 7 real GRID recordings: at least 40 of

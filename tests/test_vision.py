@@ -36,6 +36,7 @@ def envelope(clip: AvClip) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ real data
+@pytest.mark.slow
 @pytest.mark.data
 def test_face_and_mouth_found_in_at_least_95_percent_of_grid_frames(grid_clips: dict[str, AvClip]) -> None:
     for name, c in grid_clips.items():
@@ -74,6 +75,7 @@ def test_lips_move_more_during_words_than_in_the_silences(data_dir: Path, grid_c
     assert motion[speech].mean() > 2 * motion[~speech].mean()
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_one_talker_keeps_one_face_id_through_every_clip(data_dir: Path) -> None:
     """Each GRID clip shows one talker: one face per frame, one id per clip (pwij3p and swwp2s made the Haar

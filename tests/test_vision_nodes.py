@@ -143,6 +143,7 @@ def test_vision_config_validates_itself_naming_the_value_and_what_is_allowed() -
             VisionConfig(**kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_face_stream_gives_what_the_node_emits(grid_frames: list[tuple[str, Message]]) -> None:
     from kikimimi.models.vision.faces import FaceAnalyzer, FrameOrderError, VisionConfig

@@ -438,6 +438,7 @@ _meta = st.lists(st.tuples(st.sampled_from(["<i2", "<f4", "|u1", "<f8", ">i2", "
     meta=st.one_of(_meta, _any),
     arrays=st.lists(st.binary(max_size=48), max_size=3),
 )
+@pytest.mark.slow
 def test_structured_garbage_decodes_or_raises_wire_error(
     name: str, header: Any, fields: list[Any], meta: Any, arrays: list[bytes]
 ) -> None:
