@@ -58,6 +58,8 @@ class ProcessRunner:
         self._abort = False
         self.started = threading.Event()
         """Set once every node has bound its inputs, reported ready and been told to go."""
+        self.aborted = False
+        """True once nodes were killed: abort(), or a stop that outlived the shutdown timeout."""
         self._run_dir = Path(tempfile.mkdtemp(prefix="kkm-"))
         self.endpoints = input_endpoints(spec, scheme, str(self._run_dir))
 
@@ -139,6 +141,7 @@ class ProcessRunner:
         while len(self.results) + len(dead_handled) < len(self.names):
             if self._abort:
                 log.warning("aborting: killing all nodes")
+                self.aborted = True
                 return
             if self._stop_at is not None:
                 if not stop_sent:
@@ -149,6 +152,7 @@ class ProcessRunner:
                 if time.monotonic() - self._stop_at > self.shutdown_timeout_s:
                     log.warning("shutdown took longer than %.1f s: killing the remaining nodes",
                                 self.shutdown_timeout_s)
+                    self.aborted = True
                     return
             got = self._recv(control, 50)
             if got is not None:

@@ -57,6 +57,8 @@ class Runner:
         self.drivers: dict[str, NodeDriver] = {}
         self._threads: list[threading.Thread] = []
         self._stop_requested: float | None = None
+        self.aborted = False
+        """True once the run was aborted (abort(), or a stop that outlived the shutdown timeout)."""
         self._taps: dict[str, dict[str, list[Callable[[Message], None]]]] = {ns.name: {} for ns in spec.nodes}
         for ns in spec.nodes:
             node, inbox, upstream = build_node(spec, ns.name, self.clock)
@@ -129,8 +131,14 @@ class Runner:
             if isinstance(d.node, Source):
                 d.stop_event.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether stop() (or abort()) was called: the run ended early, not at the end of its input."""
+        return self._stop_requested is not None or self.aborted
+
     def abort(self) -> None:
-        """Hard: every node leaves its loop now."""
+        """Hard: every node leaves its loop now; what was queued is discarded (counted) and ``aborted`` is set."""
+        self.aborted = True
         for d in self.drivers.values():
             d.abort_event.set()
             d.stop_event.set()
@@ -165,19 +173,36 @@ class Runner:
         return [self.drivers[ns.name].node.stats.snapshot() for ns in self.spec.nodes]
 
 
-def install_stop_signals(stop: Callable[[], None], abort: Callable[[], None]) -> Callable[[], None]:
-    """SIGINT/SIGTERM call ``stop``; a second one calls ``abort``. Returns a function restoring the old handlers."""
-    count = {"n": 0}
+def install_stop_signals(stop: Callable[[], None], abort: Callable[[], None],
+                         poll_s: float = 0.05) -> Callable[[], None]:
+    """SIGINT/SIGTERM ask for ``stop``; a second one for ``abort``. Returns a function that restores the old
+    handlers and ends the watcher.
+
+    The handler only records the signal (a list append, no lock): stop and abort take locks (events, queues),
+    and a handler that took one could deadlock against the very code it interrupted, as a second Ctrl-C
+    during the first one's stop did. A watcher thread calls ``stop``/``abort`` within ``poll_s``."""
+    received: list[int] = []
+    done = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        count["n"] += 1
-        log.info("signal %d: %s", signum, "stopping" if count["n"] == 1 else "aborting")
-        (stop if count["n"] == 1 else abort)()
+        received.append(signum)
 
+    def watch() -> None:
+        handled = 0
+        while not done.wait(poll_s):
+            while handled < len(received):
+                handled += 1
+                log.info("signal %d: %s", received[handled - 1], "stopping" if handled == 1 else "aborting")
+                (stop if handled == 1 else abort)()
+
+    watcher = threading.Thread(target=watch, name="kikimimi-signals", daemon=True)
+    watcher.start()
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def restore() -> None:
         for s, h in old.items():
             signal.signal(s, h)
+        done.set()
+        watcher.join(5)
 
     return restore

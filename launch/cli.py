@@ -49,6 +49,7 @@ INPUT_SOURCES = {
 # Parameters that mean the same for every audio source and carry over when --input swaps the source.
 SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms")
 OUTPUT_NODE = "output"
+ABORTED_EXIT = 130   # as a shell reports a command ended by Ctrl-C: the run did not finish cleanly
 
 
 def bundled_graphs() -> list[str]:
@@ -160,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             stats = prunner.run()
         finally:
             restore()
+        aborted = prunner.aborted
     else:
         if args.only:
             raise KikimimiError("--only needs --transport zmq")
@@ -170,8 +172,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             restore()
         stats = runner.stats()
+        aborted = runner.aborted
     if args.stats:
         print(format_stats(stats), file=sys.stderr)
+    if aborted:
+        print("kikimimi: aborted: nodes were ended before they finished; what they still held was discarded "
+              "(counted under 'aborted' with --stats)", file=sys.stderr)
+        return ABORTED_EXIT
     return 0
 
 
@@ -212,9 +219,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from kikimimi.launch.transcribe import Progress, transcribe
 
-    transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model, args.language,
-               args.backend, Progress(sys.stderr))
-    return 0
+    results = transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model,
+                         args.language, args.backend, Progress(sys.stderr))
+    return ABORTED_EXIT if results and results[-1].interrupted else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

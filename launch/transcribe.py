@@ -19,6 +19,7 @@ with a carriage return): how far into the file's audio the graph's outputs have 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -33,6 +34,8 @@ from kikimimi.engine.jsonio import message_to_json
 from kikimimi.engine.messages import NO_SAMPLE, Message
 from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript
 from kikimimi.launch.subtitles import file_text, format_srt, format_vtt, make_cues
+
+log = logging.getLogger("kikimimi.transcribe")
 
 FORMATS = ("text", "jsonl", "vtt", "srt")
 TRANSCRIPTS = "transcripts"
@@ -82,6 +85,8 @@ class FileResult:
     finals: tuple[AnyTranscript, ...]
     setup_s: float = 0.0
     run_s: float = 0.0
+    interrupted: bool = False
+    """A signal stopped it: ``finals`` end where it stopped (and the files after it were not started)."""
 
 
 def _carries_transcripts(spec: GraphSpec, node: str, port: str) -> bool:
@@ -216,7 +221,7 @@ def run_file(base: GraphSpec, path: str, model: str | None = None, language: str
         name, err = failed[0]
         raise GraphFailed(f"{path}: node {name!r} failed: {type(err).__name__}: {err}") from err
     finals = sorted(collector.finals, key=lambda t: (t.header.stream_id, t.start_sample, t.utterance_id))
-    return FileResult(path, tuple(finals), t1 - t0, t2 - t1)
+    return FileResult(path, tuple(finals), t1 - t0, t2 - t1, runner.stop_requested)
 
 
 def render(results: Sequence[FileResult], fmt: str) -> str:
@@ -275,6 +280,10 @@ def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output:
             _write(render([r], fmt), out_dir / f"{Path(f).stem}.{fmt}")
         elif out_path is None:
             _write(render([r], fmt), None)
+        if r.interrupted:   # Ctrl-C / SIGTERM: what was heard so far is written; the batch ends here
+            log.warning("interrupted: %d of %d files transcribed, %s up to where it stopped",
+                        len(results) - 1, len(files), f)
+            break
     if out_path is not None:
         _write(render(results, fmt), out_path)
     return results
