@@ -217,11 +217,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from kikimimi.launch.transcribe import Progress, transcribe
+    from kikimimi.engine.runner import install_stop_signals
+    from kikimimi.launch.transcribe import Interrupts, Progress, transcribe
 
-    results = transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model,
-                         args.language, args.backend, Progress(sys.stderr))
-    return ABORTED_EXIT if results and results[-1].interrupted else 0
+    interrupts = Interrupts()
+    restore = install_stop_signals(interrupts.stop, interrupts.abort)   # for the whole batch, between files too
+    try:
+        transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model, args.language,
+                   args.backend, Progress(sys.stderr), interrupts)
+    finally:
+        restore()
+    return ABORTED_EXIT if interrupts.requested else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

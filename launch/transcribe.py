@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from kikimimi.engine.errors import KikimimiError
 from kikimimi.engine.graph import GraphSpec, NodeSpec
@@ -34,6 +34,9 @@ from kikimimi.engine.jsonio import message_to_json
 from kikimimi.engine.messages import NO_SAMPLE, Message
 from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript
 from kikimimi.launch.subtitles import file_text, format_srt, format_vtt, make_cues
+
+if TYPE_CHECKING:
+    from kikimimi.engine.runner import Runner
 
 log = logging.getLogger("kikimimi.transcribe")
 
@@ -189,10 +192,43 @@ class Progress:
             self._last = ""
 
 
+class Interrupts:
+    """Stop and abort requests for a batch (the CLI connects them to SIGINT/SIGTERM): passed on to the runner
+    of the file being transcribed, and remembered, so that no later file starts. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.requested = 0          # 0: none, 1: stop, 2: abort
+        self._runner: Runner | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, runner: Runner | None) -> None:
+        """``runner`` (None: no runner) gets the requests from now on, and those made before."""
+        with self._lock:
+            self._runner = runner
+            if runner is not None and self.requested >= 1:
+                runner.stop()
+            if runner is not None and self.requested >= 2:
+                runner.abort()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.requested = max(self.requested, 1)
+            if self._runner is not None:
+                self._runner.stop()
+
+    def abort(self) -> None:
+        with self._lock:
+            self.requested = 2
+            if self._runner is not None:
+                self._runner.abort()
+
+
 def run_file(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
-             backend: str | None = None, progress: Progress | None = None) -> FileResult:
-    """Transcribe one file through the streaming graph; its final transcripts in order."""
-    from kikimimi.engine.runner import GraphFailed, Runner, install_stop_signals
+             backend: str | None = None, progress: Progress | None = None,
+             interrupts: Interrupts | None = None) -> FileResult:
+    """Transcribe one file through the streaming graph; its final transcripts in order. ``interrupts``
+    stops or aborts it (what was heard until then is kept)."""
+    from kikimimi.engine.runner import GraphFailed, Runner
 
     spec = transcribe_graph(base, path, model, language, backend)
     t0 = time.perf_counter()
@@ -203,16 +239,18 @@ def run_file(base: GraphSpec, path: str, model: str | None = None, language: str
     for out in spec.outputs:
         runner.tap(out.ref, position.add)
     total = media_duration(path) if progress is not None and progress.enabled else None
-    restore = install_stop_signals(runner.stop, runner.abort)
     t1 = t0
     try:
         runner.start()
+        if interrupts is not None:
+            interrupts.attach(runner)
         t1 = time.perf_counter()
         while not runner.wait(0.1):
             if progress is not None:
                 progress.update(Path(path).name, position.seconds, total)
     finally:
-        restore()
+        if interrupts is not None:
+            interrupts.attach(None)
         if progress is not None:
             progress.done()
     t2 = time.perf_counter()
@@ -253,8 +291,9 @@ def _write(text: str, path: Path | None) -> None:
 
 def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output: str | None = None,
                model: str | None = None, language: str | None = None, backend: str | None = None,
-               progress: Progress | None = None) -> list[FileResult]:
-    """Transcribe ``files`` in order and write ``fmt`` to stdout or ``output``.
+               progress: Progress | None = None, interrupts: Interrupts | None = None) -> list[FileResult]:
+    """Transcribe ``files`` in order and write ``fmt`` to stdout or ``output``. After a request on
+    ``interrupts`` the file being transcribed ends where it stopped, is written, and no later file starts.
 
     text and jsonl: one stream of lines for all files (written as each file finishes when printing to
     stdout). vtt and srt: one document per file; with several files ``output`` must be a folder (made
@@ -274,7 +313,10 @@ def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output:
         out_dir.mkdir(parents=True, exist_ok=True)
     results: list[FileResult] = []
     for f in files:
-        r = run_file(base, f, model, language, backend, progress)
+        if interrupts is not None and interrupts.requested:
+            log.warning("interrupted: %d of %d files transcribed", len(results), len(files))
+            break
+        r = run_file(base, f, model, language, backend, progress, interrupts)
         results.append(r)
         if out_dir is not None:
             _write(render([r], fmt), out_dir / f"{Path(f).stem}.{fmt}")

@@ -324,3 +324,21 @@ def test_a_second_sigint_aborts_the_run(data_dir: Path) -> None:
     # The console's queue was discarded: the end of stream that the graceful stop delivers about 1 s after the
     # first SIGINT (measured 1.0-1.2 s; the second came within milliseconds) never reached it.
     assert "end of stream from fusion" not in run.out, run.out
+
+
+@pytest.mark.slow
+def test_sigint_during_transcribe_keeps_what_was_heard_and_ends_the_batch(data_dir: Path) -> None:
+    short = data_dir / "en/librispeech/1688/1688-142285-0002.flac"   # 2.8 s
+    files = [short, data_dir / LONG, data_dir / "en/jfk/jfk.flac"]
+    with Running(["transcribe", *map(str, files)]) as run:
+        # The first file's line comes out when it is done: the second (30 s, decoded for seconds) is running.
+        run.wait_for("out", f"{short}\t", 180)
+        run.signal(signal.SIGINT)
+        rc = run.finish(120)
+    lines = run.out.splitlines()
+    assert rc == 130, run.err
+    # The second file's line holds what was heard before the signal (it was being decoded: its runner took the
+    # stop); jfk never started.
+    assert [ln.split("\t")[0] for ln in lines] == [str(files[0]), str(files[1])], run.out
+    assert lines[0].split("\t")[1].startswith("You don't mean")
+    assert "interrupted: 1 of 3 files transcribed" in run.err and str(files[1]) in run.err, run.err
