@@ -79,6 +79,7 @@ class _Stream:
     active: deque[ActiveSpeaker] = field(default_factory=deque)
     active_end: int = -1              # newest end sample of an ActiveSpeaker window
     active_ended: bool = False
+    transcripts_ended: bool = False   # the recognizer's END_OF_STREAM came: forget it once nothing waits
 
 
 class FusionNode(StreamNode[_Stream]):
@@ -144,6 +145,7 @@ class FusionNode(StreamNode[_Stream]):
                 st.active.popleft()
             st.active_end = max(st.active_end, msg.end_sample)
             self._release(st)
+            self._forget_if_done(msg.header.stream_id, st)
             return
         if isinstance(msg, SpeakerTurn):
             st = self.stream(msg)
@@ -153,6 +155,7 @@ class FusionNode(StreamNode[_Stream]):
             if msg.final:
                 st.final_end = max(st.final_end, msg.end_sample)
             self._release(st)
+            self._forget_if_done(msg.header.stream_id, st)
             return
         if not isinstance(msg, TRANSCRIPT_TYPES):
             return
@@ -168,26 +171,32 @@ class FusionNode(StreamNode[_Stream]):
 
     def on_tick(self, now_ns: int) -> None:
         """Finals whose wait is over go out with what is known."""
-        for st in self.streams.values():
+        for sid, st in list(self.streams.items()):
             if st.waiting:
                 self._release(st, now_ns)
+                self._forget_if_done(sid, st)
 
     def on_control(self, port: str, ctrl: Control) -> None:
-        """END_OF_STREAM on ``speakers`` releases waiting finals; on ``transcripts`` it forgets the stream's
-        utterances ("all": every stream), after forwarding what waits."""
+        """END_OF_STREAM on ``speakers`` or ``active`` releases the finals that waited for them. On
+        ``transcripts`` no more transcripts come: the stream's utterances are forgotten ("all": every stream)
+        once the finals still waiting for their speaker turns or faces have gone out (those inputs ended, or
+        the wait ran out), not before: the recognizer often finishes a file before the speaker node does."""
         if ctrl.kind is not ControlKind.END_OF_STREAM:
             return
         for s in self.targets(ctrl):
             st = self.streams[s]
             if port == "speakers":
                 st.speakers_ended = True
-                self._release(st)
             elif port == "active":
                 st.active_ended = True
-                self._release(st)
             elif port == "transcripts":
-                self._release(st, force=True)
-                del self.streams[s]
+                st.transcripts_ended = True
+            self._release(st)
+            self._forget_if_done(s, st)
+
+    def _forget_if_done(self, sid: str, st: _Stream) -> None:
+        if st.transcripts_ended and not st.waiting:
+            del self.streams[sid]
 
     def on_stop(self) -> None:
         """Forward everything still waiting."""
