@@ -95,6 +95,8 @@ class NodeDriver:
             if isinstance(msg, Control):
                 if msg.kind is ControlKind.END_OF_STREAM:
                     self.pending_eos.discard((port, msg.header.source))
+                    log.debug("node %r: end of stream from %r on %r; still open: %s", node.name, msg.header.source,
+                              port, sorted(self.pending_eos) or "none")
                 self._call(node.on_control, port, msg)
                 continue
             t0 = clock.now_ns()

@@ -60,6 +60,8 @@ class ProcessRunner:
         """Set once every node has bound its inputs, reported ready and been told to go."""
         self.aborted = False
         """True once nodes were killed: abort(), or a stop that outlived the shutdown timeout."""
+        self._awaiting: dict[str, set[tuple[str, str]]] = {}   # node -> local consumers yet to get its END
+        self._released: set[str] = set()
         self._run_dir = Path(tempfile.mkdtemp(prefix="kkm-"))
         self.endpoints = input_endpoints(spec, scheme, str(self._run_dir))
 
@@ -96,6 +98,9 @@ class ProcessRunner:
             self._await_ready(control)
             for name in self.names:
                 control.send_multipart([name.encode(), msgpack.packb({"cmd": "go"})])
+            self._awaiting = {name: {dest for dests in self.spec.routes(name).values() for dest in dests
+                                     if dest[0] in self.names} for name in self.names}
+            self._release_done(control)
             self.started.set()
             self._supervise(ctx, control)
         finally:
@@ -156,11 +161,7 @@ class ProcessRunner:
                     return
             got = self._recv(control, 50)
             if got is not None:
-                name, msg = got
-                if msg.get("ev") == "done":
-                    self.results[name] = msg.get("stats")  # type: ignore[assignment]
-                    if msg.get("error"):
-                        self.errors[name] = str(msg["error"])
+                self._event(control, *got)
             for name, proc in self.procs.items():
                 if proc.poll() is not None and name not in self.results and name not in dead_handled:
                     if self._recv_pending_done(control, name):
@@ -170,17 +171,34 @@ class ProcessRunner:
                     log.error("node %r died (exit code %s): sending end of stream on its behalf and "
                               "stopping the graph", name, proc.returncode)
                     self._send_eos_for(ctx, name)
+                    for waiting in self._awaiting.values():    # a dead consumer acknowledges nothing
+                        waiting.difference_update({d for d in waiting if d[0] == name})
+                    self._release_done(control)
                     self.stop()  # what feeds the dead node can no longer deliver: wind the graph down
+
+    def _release_done(self, control: zmq.Socket) -> None:
+        """Tell each node whose every local consumer has its END_OF_STREAM that it may exit (consumers on
+        other machines, under --only, cannot answer here and are not waited for)."""
+        for name, waiting in self._awaiting.items():
+            if not waiting and name not in self._released:
+                self._released.add(name)
+                control.send_multipart([name.encode(), msgpack.packb({"cmd": "release"})])
 
     def _recv_pending_done(self, control: zmq.Socket, name: str) -> bool:
         """A process may exit just after its 'done' was queued: drain the control socket first."""
         while (got := self._recv(control, 0)) is not None:
-            n, msg = got
-            if msg.get("ev") == "done":
-                self.results[n] = msg.get("stats")  # type: ignore[assignment]
-                if msg.get("error"):
-                    self.errors[n] = str(msg["error"])
+            self._event(control, *got)
         return name in self.results
+
+    def _event(self, control: zmq.Socket, name: str, msg: dict[str, object]) -> None:
+        """A worker's 'eos' (an input of ``name`` received END_OF_STREAM) or 'done' (its counters)."""
+        if msg.get("ev") == "eos":
+            self._awaiting.get(str(msg.get("source")), set()).discard((name, str(msg.get("port"))))
+            self._release_done(control)
+        elif msg.get("ev") == "done":
+            self.results[name] = msg.get("stats")  # type: ignore[assignment]
+            if msg.get("error"):
+                self.errors[name] = str(msg["error"])
 
     def _send_eos_for(self, ctx: zmq.Context, name: str) -> None:
         for dests in self.spec.routes(name).values():

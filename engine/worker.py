@@ -5,7 +5,9 @@ graph, as plain data) and ``endpoints.json``. The worker talks to its parent ove
 with msgpack maps (never pickle):
 
     worker -> parent: {"ev": "ready"} | {"ev": "failed", "error": str} | {"ev": "done", "stats": {...}}
+                      | {"ev": "eos", "port": str, "source": str}   (an input received END_OF_STREAM)
     parent -> worker: {"cmd": "go"} | {"cmd": "stop"} | {"cmd": "abort"}
+                      | {"cmd": "release"}   (every consumer here has this node's END_OF_STREAM: it may exit)
 
 SIGINT is ignored (the parent coordinates a terminal's Ctrl-C); SIGTERM asks for a graceful stop. On
 Linux the worker gets SIGTERM when its parent dies, so no orphan keeps running.
@@ -32,7 +34,7 @@ from kikimimi.engine.graph import load_graph
 from kikimimi.engine.messages import Control, register_types
 from kikimimi.engine.node import Source
 from kikimimi.engine.runner import build_node
-from kikimimi.engine.zmq_transport import ZmqReceiver, ZmqSender
+from kikimimi.engine.zmq_transport import LINGER_MS, ZmqReceiver, ZmqSender
 
 log = logging.getLogger("kikimimi.worker")
 PR_SET_PDEATHSIG = 1
@@ -106,13 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     tell(ev="ready")
 
     go = threading.Event()
+    released = False
     thread = threading.Thread(target=driver.run, name=f"node-{name}", daemon=True)
-    while not driver.finished.is_set():
+
+    def acknowledge_ends() -> None:
+        """Tell the parent of every END_OF_STREAM this node's inputs received (it releases their senders)."""
+        while receiver is not None and receiver.ends_received:
+            port, source = receiver.ends_received.popleft()
+            tell(ev="eos", port=port, source=source)
+
+    def turn() -> bool:
+        """One turn of the control loop (acknowledgements, one command, the parent watchdog); False: leave."""
+        nonlocal released
+        acknowledge_ends()
         if control.poll(50):
             cmd = msgpack.unpackb(control.recv()).get("cmd")
             if cmd == "go" and not go.is_set():
                 go.set()
                 thread.start()
+            elif cmd == "release":
+                released = True
             elif cmd == "stop":
                 if isinstance(node, Source):
                     driver.stop_event.set()
@@ -122,16 +137,26 @@ def main(argv: list[str] | None = None) -> int:
                 if inbox is not None:
                     inbox.close(discard=True)
                 if not go.is_set():
-                    break
+                    return False
         if os.getppid() != parent:
             log.error("parent process is gone: stopping")
             driver.stop_event.set()
             driver.abort_event.set()
             if not go.is_set():
-                break
+                return False
+        return True
+
+    while not driver.finished.is_set() and turn():
+        pass
     if go.is_set():
         thread.join()
-    sender.close()
+    acknowledge_ends()
+    # Stay until every consumer of this node on this machine has received its END_OF_STREAM (the parent says
+    # "release"): over ipc, libzmq can drop what a process still had in flight when it exits while the
+    # receiver's queue is full, whatever the linger (zeromq/libzmq#4660), and a consumer then waits for ever.
+    while go.is_set() and not released and not driver.abort_event.is_set() and turn():
+        pass
+    sender.close(linger_ms=0 if driver.abort_event.is_set() else LINGER_MS)
     if receiver is not None:
         receiver.close()
     tell(ev="done", stats=node.stats.snapshot(), error=None if driver.error is None else str(driver.error))

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 import zmq
 
 from kikimimi.engine.errors import GraphError, WireError
 from kikimimi.engine.graph import GraphSpec
-from kikimimi.engine.messages import Message
+from kikimimi.engine.messages import Control, ControlKind, Message
 from kikimimi.engine.metrics import NodeStats
 from kikimimi.engine.node import PortSpec
 from kikimimi.engine.queues import Inbox
@@ -98,6 +99,7 @@ class ZmqSender:
                     sock.poll(POLL_MS, zmq.POLLOUT)
 
     def close(self, linger_ms: int = LINGER_MS) -> None:
+        """Close every socket; what is still queued is sent for up to ``linger_ms`` (-1: until delivered)."""
         for sock in self._sockets.values():
             sock.close(linger=linger_ms)
         self._sockets.clear()
@@ -120,6 +122,8 @@ class ZmqReceiver:
         self.max_message_bytes = max_message_bytes
         self.port_specs = dict(port_specs)
         self._logged_kinds: set[str] = set()
+        self.ends_received: deque[tuple[str, str]] = deque()
+        """(port, upstream node) of each END_OF_STREAM received, for the worker to acknowledge (thread-safe)."""
         self._sockets: dict[zmq.Socket, str] = {}
         for port, ep in bindings.items():
             sock = ctx.socket(zmq.PULL)
@@ -150,6 +154,8 @@ class ZmqReceiver:
             self.reject("malformed", port, f"a {msg.type_name} arrived on a port that accepts {spec.type_names()}")
             return
         self.inbox.put(port, msg, timeout=0)
+        if isinstance(msg, Control) and msg.kind is ControlKind.END_OF_STREAM:
+            self.ends_received.append((port, msg.header.source))
 
     def pump(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for input, then move what is there into the inbox (bounded batches)."""
