@@ -226,3 +226,34 @@ def test_a_graph_split_over_two_launches_with_only_matches_one_process(data_dir:
     assert [s["node"] for s in results["a"]] == ["source"]
     assert [s["node"] for s in results["b"]] == ["vad", "sink"]
     assert split.read_text() == whole.read_text()
+
+
+def test_a_slow_consumer_gets_everything_after_its_producer_has_exited(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer stalls while the producer sends more than ZeroMQ's queues hold: backpressure holds the
+    producer back, and once it has sent its END_OF_STREAM it stays until the consumer has that too (the
+    release handshake of engine/worker.py), so nothing is lost when it exits."""
+    monkeypatch.setenv("KIKIMIMI_NODE_MODULES", "toy_nodes")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "sink.jsonl"
+    g = GraphBuilder("slow")
+    # 2000 messages: more than the receiver's ZeroMQ queue (HWM 1000) and the socket buffer hold; the consumer
+    # stalls 4 s on its first message.
+    g.node("src", "toy_ramp", count=2000)
+    g.node("sink", "toy_collect", path=str(out), delay_first_s=4.0).connect("in", "src.audio", policy="block",
+                                                                           capacity=1)
+    runner = ProcessRunner(g.build())
+    result: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.setdefault("stats", runner.run()), daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():
+        runner.abort()
+        t.join(30)
+    got = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    rows = got
+    assert "stats" in result, f"the sink never ended: it got {len(got)} messages, the last {got[-1:]}"
+    stats = result["stats"]
+    assert [r["seq"] for r in rows if r["type"] == "AudioChunk"] == list(range(2000))
+    assert rows[-1]["type"] == "Control"
+    assert next(s for s in stats if s["node"] == "sink")["dropped"] == {}

@@ -65,17 +65,21 @@ class Collect(Node):
 
     kind = "toy_collect"
     inputs = (PortSpec("in", (Message,), QueueConfig.make("block", 64)),)
-    params = (Param("path", str, None, nullable=True), Param("delay_s", float, 0.0))
+    params = (Param("path", str, None, nullable=True), Param("delay_s", float, 0.0),
+              Param("delay_first_s", float, 0.0, help="extra wait after the first message (a stalled consumer)"))
     seen: ClassVar[dict[str, list[Message]]] = {}
 
     def on_start(self) -> None:
         Collect.seen[self.name] = []
         self.file = open(self.p.path, "w") if self.p.path else None  # noqa: SIM115
+        self.first = True
 
     def on_message(self, port: str, msg: Message) -> None:
         self._record(msg)
-        if self.p.delay_s:
-            threading.Event().wait(self.p.delay_s)
+        delay = self.p.delay_s + (self.p.delay_first_s if self.first else 0.0)
+        self.first = False
+        if delay:
+            threading.Event().wait(delay)
 
     def on_control(self, port: str, ctrl: Control) -> None:
         self._record(ctrl)
