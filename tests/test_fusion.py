@@ -142,9 +142,8 @@ def test_a_final_goes_out_without_its_speaker_after_the_wait() -> None:
     assert out[0].speaker == ""
 
 
-def test_the_recognizers_end_of_stream_does_not_cut_short_a_final_waiting_for_its_speaker() -> None:
-    """The recognizer often finishes a file before the speaker node: its END_OF_STREAM used to send the waiting
-    final out unlabelled (the last utterance's label then depended on which node finished first)."""
+def final_then_recognizer_end() -> tuple[ManualClock, FusionNode, list[Message]]:
+    """A fusion node (500 ms speaker wait) holding a final for its speaker turn when the recognizer's stream ends."""
     clock = ManualClock()
     node = FusionNode("fusion", {"speaker_wait_ms": 500}, clock=clock)
     node.connected_inputs = frozenset({"transcripts", "speakers"})
@@ -152,6 +151,13 @@ def test_the_recognizers_end_of_stream_does_not_cut_short_a_final_waiting_for_it
     node.bind(lambda port, m: out.append(m))
     node.on_message("transcripts", final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)]))
     node.on_control("transcripts", Control(Header("a", 1, -1, 0, "asr"), ControlKind.END_OF_STREAM))
+    return clock, node, out
+
+
+def test_the_recognizers_end_of_stream_does_not_cut_short_a_final_waiting_for_its_speaker() -> None:
+    """The recognizer often finishes a file before the speaker node: its END_OF_STREAM used to send the waiting
+    final out unlabelled (the last utterance's label then depended on which node finished first)."""
+    _, node, out = final_then_recognizer_end()
     assert out == [] and "a" in node.streams                  # still waiting for the speaker turn
     node.on_message("speakers", turn(0, 0, "alice", 1.0, 2.0))
     assert [m.speaker for m in out] == ["alice"] and node.speaker_timeouts == 0
@@ -159,13 +165,7 @@ def test_the_recognizers_end_of_stream_does_not_cut_short_a_final_waiting_for_it
 
 
 def test_after_the_recognizers_end_of_stream_the_wait_still_runs_out_and_the_stream_is_forgotten() -> None:
-    clock = ManualClock()
-    node = FusionNode("fusion", {"speaker_wait_ms": 500}, clock=clock)
-    node.connected_inputs = frozenset({"transcripts", "speakers"})
-    out: list[Message] = []
-    node.bind(lambda port, m: out.append(m))
-    node.on_message("transcripts", final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)]))
-    node.on_control("transcripts", Control(Header("a", 1, -1, 0, "asr"), ControlKind.END_OF_STREAM))
+    clock, node, out = final_then_recognizer_end()
     clock.advance(600_000_000)
     node.on_tick(clock.now_ns())
     assert [m.speaker for m in out] == [""] and node.speaker_timeouts == 1 and "a" not in node.streams
