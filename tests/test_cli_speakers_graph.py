@@ -6,11 +6,10 @@ Real LibriSpeech recordings; the database is the one a user points at with $KIKI
 graph's speaker node reads the default path). In-process, so the models load once. The threshold the node used is
 read from its start-up log line and checked against the outcome (named or not) on the same clip.
 
-Why not ``--speed 0``: there a final's speaker label is not reliable. Fusion forwards the finals waiting for
-their speaker turns as soon as the recognizer's END_OF_STREAM arrives (``_release(force=True)``), so when Whisper
-finishes a file before the speaker node (warm Whisper, busy CPU) the last final goes out labelled from provisional
-turns or with no speaker at all (""); and the speaker node's turns themselves vary (a window past SPEECH_END taken
-before the event arrived splits off a spurious ``voice_2`` part).
+Why not ``--speed 0``: there a final's speaker label is not yet reliable. Fusion waits for a final's speaker turns
+only ``speaker_wait_ms`` of wall-clock time, which a busy CPU can outlast at full speed, and the speaker node's turns
+vary (a window past SPEECH_END taken before the event arrived splits off a spurious ``voice_2`` part). (Fusion also
+used to forward a waiting final as soon as the recognizer's END_OF_STREAM came: fixed with these tests.)
 """
 
 from __future__ import annotations
