@@ -229,14 +229,22 @@ class GraphSpec:
         return tuple(seen.values())
 
     def lossless(self) -> GraphSpec:
-        """A copy where every input blocks and nothing ages out: for playback as fast as possible."""
+        """A copy where every input blocks, nothing ages out and every node takes its ``lossless_params``
+        (nothing decided by the wall clock): for playback as fast as possible, the same on every run."""
         nodes = tuple(
-            replace(n, inputs=tuple(
+            replace(n, params=n.cls.with_profile(n.cls.lossless_params, n.params), inputs=tuple(
                 replace(i, queue=QueueConfig(Policy.BLOCK, max(i.queue.capacity, 64), None)) for i in n.inputs
             ))
             for n in self.nodes
         )
         return replace(self, nodes=nodes)
+
+    def batch(self) -> GraphSpec:
+        """:meth:`lossless`, and every node takes its ``batch_params`` too: batch transcription of files
+        (whole utterances, no partials, the most accurate settings)."""
+        spec = self.lossless()
+        nodes = tuple(replace(n, params=n.cls.with_profile(n.cls.batch_params, n.params)) for n in spec.nodes)
+        return replace(spec, nodes=nodes)
 
 
 def _queue_dict(i: InputSpec) -> dict[str, Any]:

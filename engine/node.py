@@ -87,6 +87,14 @@ class Node:
     param_selector: ClassVar[str] = ""
     """For a kind with plug-ins that declare their own parameters (the asr node's backends): the parameter
     whose value names the plug-in in use (see :meth:`plugin_names`, :meth:`plugin_params`)."""
+    lossless_params: ClassVar[Mapping[str, Any]] = {}
+    """Set when the graph plays files as fast as possible (:meth:`GraphSpec.lossless`, ``--speed 0``): what
+    this kind would decide by the wall clock (intervals adapted to decode time, waits, skipping to keep up)
+    is made to depend on the data alone, so that a run repeats exactly."""
+    batch_params: ClassVar[Mapping[str, Any]] = {}
+    """Set on top of ``lossless_params`` for batch transcription (:meth:`GraphSpec.batch`, ``kikimimi
+    transcribe``): no partial results, the most accurate settings. A plug-in's keys (``whisper.beam_size``)
+    apply only while that plug-in is selected."""
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
                  clock: Clock | None = None) -> None:
@@ -115,6 +123,21 @@ class Node:
             return validate_params(cls.params, given, where)
         return validate_plugin_params(cls.params, given, where, cls.param_selector, cls.plugin_names(),
                                       cls.plugin_params)
+
+    @classmethod
+    def with_profile(cls, profile: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with ``profile`` (``lossless_params`` or ``batch_params``) applied, leaving out the keys
+        of a plug-in other than the one ``params`` select."""
+        selected = None
+        if cls.param_selector:
+            default = next((p.default for p in cls.params if p.name == cls.param_selector), None)
+            selected = params.get(cls.param_selector, default)
+        out = dict(params)
+        for key, value in profile.items():
+            plugin, dot, _ = key.partition(".")
+            if not dot or plugin == selected:
+                out[key] = value
+        return out
 
     @classmethod
     def plugin_names(cls) -> list[str]:

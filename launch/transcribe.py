@@ -122,8 +122,9 @@ def recognizer(spec: GraphSpec, role: str = TRANSCRIPTS) -> NodeSpec:
 
 def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
                      backend: str | None = None) -> GraphSpec:
-    """``base`` (the default graph) set up to transcribe ``path``: file input at speed 0, recognizer options,
-    sinks left out. The graph must name its ``transcripts`` output (GraphError says how, if not)."""
+    """``base`` (the default graph) set up to transcribe ``path``: file input at speed 0, every node's batch
+    settings (:meth:`GraphSpec.batch`: finals only, beam search, whole sentences), recognizer options, sinks
+    left out. The graph must name its ``transcripts`` output (GraphError says how, if not)."""
     from kikimimi.launch.cli import apply_overrides
 
     base.output(TRANSCRIPTS)
@@ -140,7 +141,7 @@ def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, langu
     sinks = spec.sinks()
     if sinks:
         spec = spec.without_nodes(sinks)
-    return spec.lossless()
+    return spec.batch()
 
 
 def media_duration(path: str) -> float | None:

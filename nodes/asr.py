@@ -103,6 +103,11 @@ class AsrNode(StreamNode[_Stream]):
     )
     outputs = (PortSpec("transcripts", (Transcript,), help="transcript revisions; the last of an utterance is final"),)
     param_selector = "backend"
+    # Files at full speed: partials every 300 ms of audio (not an interval adapted to the measured decode
+    # time), none skipped for lag, no frame read past the VAD's watermark (so a partial sees the same VAD
+    # decisions on every run). Batch transcription: finals only, decoded with beam search.
+    lossless_params = {"min_interval_ms": 300, "max_interval_ms": 300, "max_lag_ms": 0, "vad_lookahead_ms": 0}
+    batch_params = {"partials": False, "whisper.beam_size": 5}
     params = (
         Param("backend", str, "whisper", "recognizer backend (the kikimimi.asr_backends entry points); its own "
               "parameters are given as BACKEND.NAME"),

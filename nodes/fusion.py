@@ -97,6 +97,8 @@ class FusionNode(StreamNode[_Stream]):
         PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 1024),
                  help="speaking probabilities of visible faces from an active_speaker node (optional)"),
     )
+    # Files at full speed: a final waits for its speaker turns and faces however long they take (an hour).
+    lossless_params = {"speaker_wait_ms": 3_600_000}
     outputs = (PortSpec("transcripts", (LabeledTranscript,), help="the same revisions, out-of-date ones removed, "
                         "labelled with speakers and face ids when those inputs are connected"),)
     params = (

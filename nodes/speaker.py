@@ -59,6 +59,9 @@ class SpeakerNode(StreamNode[_Stream]):
         PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 512), help="16 kHz audio"),
         PortSpec("vad", (VadEvent,), queue=QueueConfig.make("block", 256), help="speech start / end events"),
     )
+    # Files at full speed: no window reaches past the VAD's watermark, so the turns do not depend on when the
+    # VAD's events arrive.
+    lossless_params = {"vad_lookahead_ms": 0}
     outputs = (
         PortSpec("turns", (SpeakerTurn,), help="speaker of each utterance part (provisional, then final)"),
         PortSpec("embeddings", (SpeakerEmbedding,), help="window and utterance embeddings"),

@@ -49,6 +49,9 @@ class TwoStageVad(StreamNode[VadStream]):
     inputs = (PortSpec("audio", (AudioChunk,), queue=QueueConfig.make("block", 256),
                        help="audio at 8, 16, 32 or 48 kHz, any channels, int16 or float32"),)
     outputs = (PortSpec("events", (VadEvent,), help="speech start and end events, input sample indices"),)
+    # Batch transcription decodes whole utterances: end one on a 1 s pause rather than 300 ms, so Whisper
+    # gets sentences with their context (WER of 20 LibriSpeech clips, base, beam 5: 7.7 % -> 6.4 %).
+    batch_params = {"min_silence_ms": 1000}
     params = (
         Param("webrtc_mode", int, 3, "webrtcvad aggressiveness: 0 = least, 3 = most aggressive at rejecting "
               "non-speech", choices=(0, 1, 2, 3)),

@@ -183,12 +183,12 @@ def test_partials_reach_the_console_before_the_final(tmp_path: Path) -> None:
     import json
 
     from kikimimi.engine.runner import Runner
-    from kikimimi.launch.cli import resolve_graph
-    from kikimimi.launch.transcribe import transcribe_graph
+    from kikimimi.launch.cli import apply_overrides, apply_settings, resolve_graph
 
     clip = write_clip("turn left", tmp_path)
     out = tmp_path / "all.jsonl"
-    spec = transcribe_graph(resolve_graph("default"), str(clip), backend="sphinx")
+    # The streaming graph at full speed (`kikimimi run --speed 0`; transcribe's batch settings have no partials).
+    spec = apply_settings(apply_overrides(resolve_graph("default"), str(clip), None, 0.0, None), ["asr.backend=sphinx"])
     spec = spec.with_extra_node("log", "jsonl_sink", {"path": str(out)}, {"in": ["fusion.transcripts"]})
     Runner(spec).run()
     revs = [json.loads(line) for line in out.read_text().splitlines()]
