@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", help="asr model: a name (base, tiny.en, ...) or a path (default: the graph's)")
     tr.add_argument("--format", default="text", choices=["text", "jsonl", "vtt", "srt"],
                     help="text: 'path<TAB>text' per file; jsonl: one final transcript per line; vtt/srt: subtitles")
-    tr.add_argument("--language", choices=["auto", "en", "ja"], help="language (default: the graph's)")
+    tr.add_argument("--language", help="language: en, ja, ... ; auto (detected); auto:en,ja (detected among "
+                    "those only) (default: the graph's)")
     tr.add_argument("--backend", help="asr backend (e.g. sphinx for grammar commands; default: the graph's)")
     tr.add_argument("--output", help="write here instead of stdout (vtt/srt with several files: a folder)")
     tr.add_argument("--graph", default="default",

@@ -52,6 +52,7 @@ from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.streams import StreamNode
 from kikimimi.models.asr.backends import backend_names, backend_params, load_backend, make_config
 from kikimimi.models.asr.batching import BatchDecoder
+from kikimimi.models.asr.language import parse_language
 from kikimimi.models.asr.policy import AdaptiveInterval
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream, Revision
 from kikimimi.models.pcm import mono_float32
@@ -113,7 +114,8 @@ class AsrNode(StreamNode[_Stream]):
               "parameters are given as BACKEND.NAME"),
         Param("model", str, "base", "model: 'base', 'tiny.en', a faster-whisper name in the Hugging Face cache, "
               "or a path (sphinx: a grammar name or .jsgf path)"),
-        Param("language", str, AUTO, "'auto' (detect per utterance) or an ISO code such as 'en', 'ja'"),
+        Param("language", str, AUTO, "an ISO code such as 'en', 'ja'; 'auto': detected (on 2 s of speech, kept "
+              "for the stream unless another language wins clearly); 'auto:en,ja': detected among those only"),
         Param("min_interval_ms", int, 300, "shortest time between partial decodes of a stream (audio ms)",
               min=50, max=10000),
         Param("max_interval_ms", int, 2000, "longest time between partial decodes of a stream (audio ms)",
@@ -156,9 +158,11 @@ class AsrNode(StreamNode[_Stream]):
         except ParamError as exc:
             raise ParamError(f"node {name!r} (asr): {exc}") from None
         self.recognizer: Recognizer = load_backend(p.backend)(config)
-        if p.language != AUTO and self.recognizer.languages and p.language not in self.recognizer.languages:
-            raise ParamError(f"node {name!r} (asr): language={p.language!r} is not allowed for "
-                             f"{self.recognizer.name}; allowed: auto, {', '.join(self.recognizer.languages)}")
+        if self.recognizer.languages:
+            try:
+                parse_language(p.language, self.recognizer.languages)
+            except ParamError as exc:
+                raise ParamError(f"node {name!r} (asr), {self.recognizer.name}: {exc}") from None
         self.batcher = BatchDecoder(self.recognizer, AdaptiveInterval(
             max(1, p.min_interval_ms // 10), max(1, p.max_interval_ms // 10), p.headroom), p.batch_wait)
         self.tick_interval_ns = TICK_NS

@@ -42,6 +42,7 @@ import numpy as np
 from kikimimi.engine.errors import MissingDependency, ParamError
 from kikimimi.engine.params import Param, check_fields
 from kikimimi.models.asr.hallucination import find_loop
+from kikimimi.models.asr.language import best_allowed, decoding_language, parse_language
 from kikimimi.models.asr.policy import StreamPolicy
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream
 from kikimimi.models.asr.resolve import ResolvedModel, resolve_model
@@ -108,8 +109,11 @@ def _language_codes() -> tuple[str, ...]:
 class WhisperRequest(DecodeRequest):
     """Decode ``frames`` (raw log10 mel, (n, n_mels)) after ``context`` tokens, forcing ``prefix`` tokens.
 
-    language: ISO code, or None to detect it. want_words: align words. max_new_tokens: generation cap.
-    kind: "partial", "advance" (a long buffer must be cut) or "final".
+    language: ISO code, or None to detect it. detect: also detect when ``language`` is set (the stream's
+    language under auto), and decode in the detected one when it wins with ``switch_probability`` over at
+    least ``switch_s`` of audio (:func:`~kikimimi.models.asr.language.decoding_language`). allowed: detection
+    only among these. want_words: align words. max_new_tokens: generation cap. kind: "partial", "advance" (a
+    long buffer must be cut) or "final".
     """
 
     frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 80), np.float32))
@@ -119,6 +123,10 @@ class WhisperRequest(DecodeRequest):
     want_words: bool = False
     max_new_tokens: int = 100
     kind: str = "partial"
+    detect: bool = False
+    allowed: tuple[str, ...] | None = None
+    switch_probability: float = 0.9
+    switch_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +290,8 @@ class WhisperCT2(Recognizer):
 
     # ------------------------------------------------------------------ Recognizer
     def new_stream(self, language: str = AUTO) -> RecognizerStream:
-        if language != AUTO and language not in self.languages:
-            raise ParamError(f"language={language!r} is not allowed for {self.name}; allowed: auto, "
-                             f"{', '.join(self.languages[:12])}{', ...' if len(self.languages) > 12 else ''}")
-        return WhisperStream(self, language)
+        """A stream recognized in ``language``: a code, "auto" or "auto:en,ja" (see models/asr/language.py)."""
+        return WhisperStream(self, parse_language(language, self.languages))
 
     def warmup(self) -> None:
         """Decode 1 s of silence once (loads the weights into caches, builds the kernels)."""
@@ -325,15 +331,20 @@ class WhisperCT2(Recognizer):
         enc = self.model.encode(self._ct2.StorageView.from_array(feats), to_cpu=True)
         enc_np = np.asarray(enc)
         langs: list[tuple[str, float]] = []
-        detect = [i for i, r in enumerate(reqs) if r.language is None and self.multilingual]
+        detect = [i for i, r in enumerate(reqs) if (r.language is None or r.detect) and self.multilingual]
         found: dict[int, tuple[str, float]] = {}
         if detect:
             sub = enc if len(detect) == len(reqs) else self._subset(enc, enc_np, detect)
             for i, res in zip(detect, self.model.detect_language(sub), strict=True):
-                code, p = res[0]
-                found[i] = (code[2:-2], float(p))
+                found[i] = best_allowed([(code[2:-2], float(p)) for code, p in res], reqs[i].allowed)
         for i, r in enumerate(reqs):
-            langs.append(found.get(i, (r.language or "en", 1.0)))
+            if i in found:
+                code, p = found[i]
+                use = decoding_language(r.language, code, p, lengths[i] / FRAMES_PER_SECOND,
+                                        r.switch_probability, r.switch_s)
+                langs.append((use, p if use == code else 1.0 - p))
+            else:
+                langs.append((r.language or "en", 1.0))
         # group by (context bucket): the start-of-transcript token must sit at the same position
         prompts = [self._prompt(r, langs[i][0], r.context) for i, r in enumerate(reqs)]
         results = self._generate(enc, enc_np, reqs, prompts, list(range(len(reqs))))

@@ -45,6 +45,7 @@ from kikimimi.engine.errors import ParamError
 from kikimimi.engine.msgs.speech import Word
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.asr.hallucination import is_silence_phrase
+from kikimimi.models.asr.language import LanguageChoice, StreamLanguage, parse_language
 from kikimimi.models.asr.policy import LocalAgreement, StreamPolicy, TimedWord, trim_point
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, RecognizerStream, Revision
 from kikimimi.models.asr.text import is_unspaced, join_text, tidy
@@ -83,10 +84,12 @@ class _Utterance:
 class WhisperStream(RecognizerStream):
     """One stream's Whisper recognition state; see the module docstring."""
 
-    def __init__(self, model: WhisperCT2, language: str = AUTO) -> None:
+    def __init__(self, model: WhisperCT2, language: LanguageChoice | str = AUTO) -> None:
         self.model = model
-        self.language = language
+        self.language = language if isinstance(language, LanguageChoice) else parse_language(language,
+                                                                                             model.languages)
         self.policy: StreamPolicy = getattr(model, "policy", StreamPolicy())
+        self.stream_language = StreamLanguage(decide_s=self.policy.commit_after_s)
         self.hop = model.hop
         self._ring_frames = int(self.policy.ring_s * FPS)
         self.reset()
@@ -100,6 +103,7 @@ class WhisperStream(RecognizerStream):
         self._history: list[int] = []     # tokens of the last utterances' final text
         self._history_end = 0
         self._history_lang = ""
+        self.stream_language.current = None
         self._skip = 0
         self.utterance_open = False
 
@@ -160,7 +164,7 @@ class WhisperStream(RecognizerStream):
         f = self.frame_of(start_sample)
         if self._ring is not None:
             f = max(f, self._ring.oldest_index)
-        lang = None if self.language == AUTO else self.language
+        lang = self.language.fixed
         if not self.model.multilingual:
             lang = "en"
         agreement: LocalAgreement[int] = LocalAgreement(self.policy.agreement_n, int(self.policy.agreement_gap_s * FPS))
@@ -231,9 +235,12 @@ class WhisperStream(RecognizerStream):
         frames = self._ring.view(u.buf_start, end).copy()
         dur = (end - u.buf_start) / FPS
         u.pending = True
-        req = WhisperRequest(self, kind == "final", frames, u.context + u.trimmed, list(u.committed), u.language,
-                             want_words=kind != "partial" or dur >= self.policy.trim_after_s,
-                             max_new_tokens=int(24 + 12 * dur), kind=kind)
+        sl = self.stream_language
+        req = WhisperRequest(self, kind == "final", frames, u.context + u.trimmed, list(u.committed),
+                             u.language or sl.current, want_words=kind != "partial" or dur >= self.policy.trim_after_s,
+                             max_new_tokens=int(24 + 12 * dur), kind=kind, detect=u.language is None,
+                             allowed=self.language.allowed, switch_probability=sl.switch_probability,
+                             switch_s=sl.switch_s)
         req.utt = u  # type: ignore[attr-defined]
         req.carry = max(0, u.carry - len(u.trimmed))  # type: ignore[attr-defined]
         req.start_frame = u.buf_start  # type: ignore[attr-defined]
@@ -265,9 +272,8 @@ class WhisperStream(RecognizerStream):
         end_frame: int = request.end_frame  # type: ignore[attr-defined]
         u.last_decoded = end_frame
         dur = (end_frame - start_frame) / FPS
-        if u.language is None and (kind != "partial" or end_frame - u.start_frame >= self.policy.commit_after_s * FPS
-                                   or out.language_probability >= 0.9):
-            u.language = out.language      # fixed for the rest of the utterance once there is enough audio
+        if u.language is None:   # fixed for the rest of the utterance once there is enough audio
+            u.language = self.stream_language.fix(out.language, (end_frame - u.start_frame) / FPS, kind != "partial")
         lang = u.language or out.language
         gen = list(out.tokens[out.n_prefix:])
         pol = self.policy
@@ -403,6 +409,8 @@ class WhisperStream(RecognizerStream):
             rev = Revision(committed, "", True, lang, u.start_sample, max(end, u.start_sample), tuple(u.words))
             self._last = rev
             self._utt = None
+            if committed:
+                self.stream_language.finished(lang)
             if committed:   # context for the next utterance (Whisper's condition on previous text)
                 self._history = (self._history + u.trimmed + u.committed)[-self.policy.context_tokens:]
                 self._history_end, self._history_lang = max(end, u.start_sample), lang
