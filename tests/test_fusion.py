@@ -123,13 +123,19 @@ def test_finals_wait_for_their_speaker_turns_and_words_get_the_turn_that_holds_t
     assert format_final(got) == "[a] 1.00-4.00 s alice: hello there | voice_1: bob here"
 
 
-def test_a_final_goes_out_without_its_speaker_after_the_wait() -> None:
+def waiting_final() -> tuple[ManualClock, FusionNode, list[Message]]:
+    """A fusion node (500 ms speaker wait, a speakers input) holding a final for its speaker turn."""
     clock = ManualClock()
     node = FusionNode("fusion", {"speaker_wait_ms": 500}, clock=clock)
     node.connected_inputs = frozenset({"transcripts", "speakers"})
     out: list[Message] = []
     node.bind(lambda port, m: out.append(m))
     node.on_message("transcripts", final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)]))
+    return clock, node, out
+
+
+def test_a_final_goes_out_without_its_speaker_after_the_wait() -> None:
+    clock, node, out = waiting_final()
     later = Transcript(Header("a", 1, 0, 0, "asr"), 1, 0, "", "next", False, 48000, 64000, 16000, "en")
     node.on_message("transcripts", later)
     assert out == []                                          # order is kept: the partial waits behind the final
@@ -143,13 +149,8 @@ def test_a_final_goes_out_without_its_speaker_after_the_wait() -> None:
 
 
 def final_then_recognizer_end() -> tuple[ManualClock, FusionNode, list[Message]]:
-    """A fusion node (500 ms speaker wait) holding a final for its speaker turn when the recognizer's stream ends."""
-    clock = ManualClock()
-    node = FusionNode("fusion", {"speaker_wait_ms": 500}, clock=clock)
-    node.connected_inputs = frozenset({"transcripts", "speakers"})
-    out: list[Message] = []
-    node.bind(lambda port, m: out.append(m))
-    node.on_message("transcripts", final_with_words(1.0, 2.0, [("hi", 1.1, 1.5)]))
+    """:func:`waiting_final`, then the recognizer's stream ends."""
+    clock, node, out = waiting_final()
     node.on_control("transcripts", Control(Header("a", 1, -1, 0, "asr"), ControlKind.END_OF_STREAM))
     return clock, node, out
 
