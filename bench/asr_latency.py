@@ -12,7 +12,9 @@ For each model (tiny.en, base; CPU int8, beam 1, the asr node's adaptive interva
   audio they cover was captured, in the first and the last quarter of the run (bounded = the last
   quarter is not worse than the first by more than 0.5 s); partial decodes skipped for lag;
 * peak memory (RSS, from /proc) after 1 minute and at the end (``--long``: 10 minutes);
-* WER of the finals over the LibriSpeech part (the same normalization as the tests).
+* WER of the finals over the LibriSpeech part (the same normalization as the tests), next to the
+  whole-clip offline WER of the same clips (faster-whisper's ``transcribe()`` on each original clip,
+  same model directory and beam, int8, 2 threads): the streaming penalty as one number per model.
 
 Reference, same run, after the streaming pass: faster-whisper's own ``transcribe()`` (beam 1,
 without its VAD, same model directory, int8, 2 threads) on each whole VAD utterance; its final
@@ -58,6 +60,7 @@ from kikimimi.models.asr.text import ErrorCount, join_text, wer
 RATE = 16000
 GAP_S = 1.5
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BEAM = 1
 TARGETS = {"tiny.en": {"final": 0.8, "first": 1.0}, "base": {"final": 1.5, "first": None}}
 
 
@@ -166,7 +169,7 @@ def stream(model: str, wav: Path, duration_s: float) -> dict[str, Any]:
     g.node("source", "file_source", path=str(wav), speed=1.0, stream_id="mic")
     g.node("vad", "vad").connect("audio", "source.audio", policy="block", capacity=256)
     g.node("features", "features").connect("audio", "source.audio", policy="block", capacity=256)
-    asr = g.node("asr", "asr", model=model, language="en", threads=2, beam_size=1)
+    asr = g.node("asr", "asr", model=model, language="en", threads=2, beam_size=BEAM)
     asr.connect("features", "features.features", policy="block", capacity=4096)
     asr.connect("vad", "vad.events", policy="block", capacity=1024)
     g.node("collect", "bench_asr_collector").connect("transcripts", "asr.transcripts").connect(
@@ -186,7 +189,8 @@ def analyse(res: dict[str, Any]) -> dict[str, Any]:
     for t, tr in col.transcripts:
         by_utt.setdefault(tr.utterance_id, []).append((t, tr))
     starts = [(t, e) for t, e in col.vad if e.kind is SpeechEventKind.SPEECH_START]
-    first, final, lag_points = [], [], []
+    ends = {e.end_sample: t for t, e in col.vad if e.kind is SpeechEventKind.SPEECH_END}
+    first, final, lag_points, vad_wait = [], [], [], []
     for revs in by_utt.values():
         f = next(((t, tr) for t, tr in revs if tr.final), None)
         p = next(((t, tr) for t, tr in revs if tr.text), None)
@@ -196,6 +200,8 @@ def analyse(res: dict[str, Any]) -> dict[str, Any]:
             first.append((p[0] - col.captured(onset)) / 1e9)
         if f is not None:
             final.append((f[0] - col.captured(f[1].end_sample)) / 1e9)
+            if f[1].end_sample in ends:   # how much of it was the VAD's wait for the end of speech
+                vad_wait.append((ends[f[1].end_sample] - col.captured(f[1].end_sample)) / 1e9)
         for t, tr in revs:
             lag_points.append((tr.end_sample / RATE, (t - col.captured(tr.end_sample)) / 1e9))
     lag_points.sort()
@@ -204,8 +210,10 @@ def analyse(res: dict[str, Any]) -> dict[str, Any]:
     q4 = [lag for s, lag in lag_points if s >= 3 * dur / 4]
     finals = [(tr.start_sample, tr.committed) for _, tr in col.transcripts if tr.final]
     return {
-        "first": first, "final": final, "q1_lag": max(q1, default=0.0), "q4_lag": max(q4, default=0.0),
+        "first": first, "final": final, "vad_wait": vad_wait, "q1_lag": max(q1, default=0.0),
+        "q4_lag": max(q4, default=0.0),
         "rtf": res["asr"].decode_seconds / dur, "skipped": res["asr"].skipped_partials,
+        "corrections": res["asr"].corrections,
         "finals": finals, "rss": dict(col.rss), "n_utt": len(by_utt),
         "segments": [(e.start_sample, e.end_sample, t) for t, e in col.vad if e.kind is SpeechEventKind.SPEECH_END],
         "captured": col.captured,
@@ -230,6 +238,21 @@ def reference(model: str, audio: np.ndarray, segments: list[tuple[int, int, int]
         lat.append((arrived - captured(b)) / 1e9 + dt)
     return {"final": lat, "finals": texts, "cost": cost}
 
+
+
+def offline(model: str, audio: np.ndarray, spans: list[tuple[int, int]], beam: int) -> dict[str, Any]:
+    """faster-whisper's own ``transcribe()`` on each whole original clip (its default settings, same beam):
+    the accuracy the streamed finals are held to."""
+    from faster_whisper import WhisperModel
+
+    fw = WhisperModel(str(resolve_model(model).path), device="cpu", compute_type="int8", cpu_threads=2)
+    texts, cost = [], 0.0
+    for a, b in spans:
+        t0 = time.perf_counter()
+        segs, _ = fw.transcribe(audio[a:b], beam_size=beam, language="en")
+        texts.append((a, " ".join(s.text.strip() for s in segs)))
+        cost += time.perf_counter() - t0
+    return {"finals": texts, "cost": cost}
 
 
 def verdict(ok: bool) -> str:
@@ -284,15 +307,22 @@ def main() -> None:
             last_min = rss[max(rss)] if rss else float("nan")
             s_wer, s_jfk = scored(a["finals"], refs, spans)
             print(f"  utterances {a['n_utt']}; first partial median {med(a['first']):.2f} s "
-                  f"(p90 {p90(a['first']):.2f}); final median {med(a['final']):.2f} s (p90 {p90(a['final']):.2f})")
+                  f"(p90 {p90(a['first']):.2f}); final median {med(a['final']):.2f} s (p90 {p90(a['final']):.2f}), "
+                  f"of which "
+                  f"the VAD's SPEECH_END came after median {med(a['vad_wait']):.2f} s (p90 {p90(a['vad_wait']):.2f})")
             print(f"  RTF {a['rtf']:.2f}; max lag first quarter {a['q1_lag']:.2f} s, last quarter {a['q4_lag']:.2f} s; "
-                  f"partials skipped for lag {a['skipped']}")
+                  f"partials skipped for lag {a['skipped']}; finals that corrected committed text {a['corrections']}")
             print(f"  RSS after 1 min {first_min:.0f} MB, at the end ({max(rss) if rss else 0} min) {last_min:.0f} MB")
             print(f"  WER over the LibriSpeech clips {s_wer.rate:.2%} ({s_wer.length} words); JFK exact (up to case "
                   f"and punctuation): {s_jfk}")
             if args.show:
                 print(f"  text: {join_text([t for _, t in sorted(a['finals'])], 'en')}")
             if not args.no_reference:
+                o = offline(model, audio, spans, BEAM)
+                o_wer, _ = scored(o["finals"], refs, spans)
+                print(f"  offline: faster-whisper transcribe() on each whole clip (beam {BEAM}): WER {o_wer.rate:.2%}; "
+                      f"streamed finals {s_wer.rate:.2%}: penalty {100 * (s_wer.rate - o_wer.rate):+.2f} points "
+                      f"(target <= +1.00: {verdict(s_wer.rate - o_wer.rate <= 0.01)})")
                 r = reference(model, audio, a["segments"], a["captured"])
                 r_wer, r_jfk = scored(r["finals"], refs, spans)
                 print(f"  reference faster-whisper transcribe() per utterance: final median {med(r['final']):.2f} s "

@@ -27,8 +27,10 @@ real time (by the wall clock at which its audio arrived) skips partial decodes u
 its final is always decoded.
 
 Each utterance publishes Transcript revisions: ``revision`` counts from 0, ``committed`` only ever
-grows, ``unstable`` is the tail that may change, and the last revision is ``final`` (committed = the
-whole text, words on the stream's sample clock). An utterance in which nothing was recognized
+grows from one partial to the next, ``unstable`` is the tail that may change, and the last revision is
+``final`` (committed = the whole text, words on the stream's sample clock). The Whisper backend decodes
+the final again over the whole utterance (``whisper.redecode_final``), which may correct committed words;
+``corrections`` counts those finals. An utterance in which nothing was recognized
 publishes nothing. END_OF_STREAM / FLUSH (a stream or "all") and ``on_stop`` finish open
 utterances at the last sample seen, after the held VAD events (see :meth:`AsrNode.on_control`).
 Streams are kept after they end (a stream that comes back goes on numbering its utterances).
@@ -179,6 +181,11 @@ class AsrNode(StreamNode[_Stream]):
     @property
     def skipped_partials(self) -> int:
         return self.batcher.skipped_partials
+
+    @property
+    def corrections(self) -> int:
+        """Finals whose text does not extend the committed text of the utterance's partials."""
+        return sum(int(getattr(st.rs, "corrections", 0)) for st in self.streams.values())
 
     # ------------------------------------------------------------------ hooks
     def on_start(self) -> None:

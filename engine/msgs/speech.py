@@ -80,11 +80,13 @@ class Word:
 class Transcript(Message):
     """One revision of an utterance's transcript.
 
-    committed: the stable prefix; once published it never changes within the utterance.
+    committed: the stable prefix; later partial revisions of the utterance never change it.
     unstable: the tail that may still change. final: the utterance ended (endpoint); committed holds
-    the whole final text and unstable is empty. start_sample/end_sample: the utterance's span on the
-    stream's audio clock; words (final results) carry their own spans. language: ISO code ("en", "ja").
-    Who spoke it and how is the fusion node's to say: it sends a
+    the whole final text and unstable is empty. The final is decoded again over the whole utterance
+    (the Whisper backend's ``redecode_final``, on by default), so it may correct words that partials
+    committed: a display replaces the utterance's text with the final's. start_sample/end_sample: the
+    utterance's span on the stream's audio clock; words (final results) carry their own spans.
+    language: ISO code ("en", "ja"). Who spoke it and how is the fusion node's to say: it sends a
     :class:`~kikimimi.engine.msgs.fused.LabeledTranscript` for each revision.
     """
 

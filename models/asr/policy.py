@@ -172,8 +172,9 @@ class StreamPolicy:
     context_tokens: int = 96
     context_gap_s: float = 10.0
     carry_gap_s: float = 2.0
-    carry_s: float = 3.0
-    carry_words: int = 8
+    carry_s: float = 20.0
+    redecode_final: bool = True
+    carry_words: int = 120
     ring_s: float = 60.0
     no_speech_threshold: float = 0.6
     no_speech_strong: float = 0.7

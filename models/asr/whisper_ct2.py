@@ -173,6 +173,11 @@ PARAMS: tuple[Param, ...] = (
           min=1.0, max=25.0),
     Param("force_after_s", float, 20.0, "cut at any committed word once the buffer is this long (s)",
           min=1.0, max=27.0),
+    Param("carry_s", float, 20.0, "an utterance that starts within 2 s of the previous one is decoded with up "
+          "to this much of the previous audio before it, that final's text forced as prefix (s; 0 = none)",
+          min=0.0, max=25.0),
+    Param("redecode_final", bool, True, "decode the final of an utterance again as a whole (the text partials "
+          "committed may be corrected); false: the final keeps the committed text and decodes only the rest"),
     Param("pad_ms", int, 3000, "silence appended to each decode window (ms)", min=0, max=29000),
     Param("min_window_ms", int, 10000, "decode windows are padded to at least this long (ms)", min=0,
           max=30000),
@@ -197,6 +202,8 @@ class WhisperConfig:
     commit_after_ms: int = 2000
     trim_after_s: float = 10.0
     force_after_s: float = 20.0
+    carry_s: float = 20.0
+    redecode_final: bool = True
     pad_ms: int = 3000
     min_window_ms: int = 10000
     bucket_ms: int = 1000
@@ -212,7 +219,8 @@ class WhisperConfig:
     def policy(self) -> StreamPolicy:
         """The per-stream commit and trimming policy these settings give."""
         return StreamPolicy(agreement_n=self.agreement, trim_after_s=self.trim_after_s,
-                            force_after_s=self.force_after_s, commit_after_s=self.commit_after_ms / 1000)
+                            force_after_s=self.force_after_s, commit_after_s=self.commit_after_ms / 1000,
+                            carry_s=self.carry_s, redecode_final=self.redecode_final)
 
 
 class WhisperCT2(Recognizer):

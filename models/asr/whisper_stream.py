@@ -21,9 +21,15 @@ commits its complete words), after a committed word by the aligned word times
 (:func:`~kikimimi.models.asr.policy.trim_point`). The final decode (after the VAD endpoint) commits
 everything and aligns the words, mapped onto the stream's sample clock; if Whisper closes its text
 more than ``seek_s`` before the end of the audio, the rest is decoded again from there (faster-whisper's
-seek). An utterance that starts at most ``carry_gap_s`` after the previous one begins its window at
-that one's last words (up to ``carry_s``), their text forced as prefix and never published: a short
-utterance after a pause is heard in context ("ask not" after "and so my fellow Americans").
+seek). The final is decoded again as a whole (``redecode_final``), from the utterance's start or, when
+it starts at most ``carry_gap_s`` after the previous one, from that one's words of the last ``carry_s``
+(at most ``carry_words``), their tokens, exactly as decoded, forced as prefix and never published,
+without the punctuation that closed them: an utterance after a pause is decoded as the continuation of
+the speech before it, as in one long window ("ask not" after "and so my fellow Americans"). Its text
+replaces what partials committed (``corrections`` counts the finals that change it). An utterance
+longer than one window is decoded again from the buffer's last cut. On the LibriSpeech clips of
+../shared/data (with the VAD ending utterances on 500 ms pauses) this took the finals from 16.5 % to
+13.6 % WER (tiny.en) against 14.2 % for faster-whisper's whole-clip decoding.
 
 Nothing is published for non-speech: a hypothesis Whisper itself calls speechless (no-speech
 probability > 0.7, or > 0.6 with average log-probability < -1; measured on white, brown and hum noise
@@ -46,9 +52,16 @@ from kikimimi.engine.msgs.speech import Word
 from kikimimi.engine.ring import AudioRing
 from kikimimi.models.asr.hallucination import is_silence_phrase
 from kikimimi.models.asr.language import LanguageChoice, StreamLanguage, parse_language
-from kikimimi.models.asr.policy import LocalAgreement, StreamPolicy, TimedWord, trim_point
+from kikimimi.models.asr.policy import (
+    CLAUSE_END,
+    SENTENCE_END,
+    LocalAgreement,
+    StreamPolicy,
+    TimedWord,
+    trim_point,
+)
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, RecognizerStream, Revision
-from kikimimi.models.asr.text import is_unspaced, join_text, tidy
+from kikimimi.models.asr.text import is_unspaced, tidy
 
 if TYPE_CHECKING:
     from kikimimi.models.asr.whisper_ct2 import AlignedWord, WhisperCT2, WhisperOutput, WhisperRequest
@@ -56,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kikimimi.asr.whisper")
 
 FPS = 100
+_CLOSING = "".join(SENTENCE_END + CLAUSE_END)
 SILENCE_LOG10 = -10.0
 
 
@@ -79,6 +93,13 @@ class _Utterance:
     pub_unstable: str = ""
     published: bool = False
     pending: bool = False
+    last_window: tuple[int, list[int], list[AlignedWord]] | None = None
+    redecoded: bool = False
+    origin: int = -1         # where a final decoded as a whole begins (the carry's start); -1: it may not
+    carried: list[int] = field(default_factory=list)        # the previous final's tokens from ``origin``
+    carry_points: list[tuple[int, int]] = field(default_factory=list)  # (frame, index in carried) of its words
+    final_context: list[int] = field(default_factory=list)  # the context prompt without them
+    restart: bool = False    # the pending request decodes from ``origin``
 
 
 class WhisperStream(RecognizerStream):
@@ -92,6 +113,7 @@ class WhisperStream(RecognizerStream):
         self.stream_language = StreamLanguage(decide_s=self.policy.commit_after_s)
         self.hop = model.hop
         self._ring_frames = int(self.policy.ring_s * FPS)
+        self.corrections = 0     # finals whose text does not extend the committed text partials published
         self.reset()
 
     # ------------------------------------------------------------------ clock
@@ -103,6 +125,7 @@ class WhisperStream(RecognizerStream):
         self._history: list[int] = []     # tokens of the last utterances' final text
         self._history_end = 0
         self._history_lang = ""
+        self._prev_window: tuple[int, list[int], list[AlignedWord]] | None = None  # the last final's window
         self.stream_language.current = None
         self._skip = 0
         self.utterance_open = False
@@ -174,28 +197,57 @@ class WhisperStream(RecognizerStream):
             self._utt.context = list(self._history)
             if gap_s <= self.policy.carry_gap_s:
                 self._carry(self._utt)
+        if self._utt.origin < 0:
+            self._utt.origin = self._utt.buf_start
         self._last = None
         self.utterance_open = True
 
     def _carry(self, u: _Utterance) -> None:
-        """Start the window at the previous utterance's last words, their text forced as prefix: a
-        short utterance after a pause is heard with the speech before it, as in one long window. The
-        carried tokens are never published (``u.carry``) and their words are not reported."""
-        prev = self._last
-        if prev is None or not prev.words or self._ring is None:
+        """Where the final's window starts: at the previous final's last words (at most ``carry_s``
+        before this utterance, at most ``carry_words``), their tokens, exactly as decoded, forced as
+        prefix and left out of the context prompt: a short utterance after a pause is decoded in
+        context, as in one long window. Partials start at the utterance (the previous text as context
+        prompt only), unless ``redecode_final`` is off: then every decode starts there. The carried
+        tokens are never published (``u.carry``) and their words are not reported."""
+        prev = self._prev_window
+        if prev is None or self._ring is None:
             return
-        lo = max(u.start_sample - int(self.policy.carry_s * self.model.sample_rate),
-                 self.sample_of(self._ring.oldest_index))
-        words = [w for w in prev.words if w.start_sample >= lo][-self.policy.carry_words:]
-        if not words:
+        start_frame, tokens, words = prev
+        if not words or sum(w.n_tokens for w in words) != len(tokens):
             return
-        text = join_text([w.text for w in words], self._history_lang)
-        tokens = self.model.encode_text(text if is_unspaced(self._history_lang) else " " + text)
-        if not tokens or tokens != self._history[-len(tokens):]:
-            return              # the words do not spell the end of the final text: no carry
-        u.buf_start = max(min(self.frame_of(words[0].start_sample), u.start_frame), self._ring.oldest_index)
-        u.committed = list(tokens)
-        u.carry = len(tokens)
+        lo = max(self.frame_of(u.start_sample - int(self.policy.carry_s * self.model.sample_rate)),
+                 self._ring.oldest_index)
+
+        def cut(i: int) -> int:     # the window starts between word i - 1 and word i
+            w = words[i]
+            if i == 0:
+                return start_frame + round(max(0.0, w.start_s - 0.2) * FPS)
+            before = words[i - 1].end_s
+            return start_frame + round(max(before, min((before + w.start_s) / 2, w.start_s)) * FPS)
+        first = next((i for i in range(max(0, len(words) - self.policy.carry_words), len(words))
+                      if cut(i) >= lo), None)
+        if first is None:
+            return
+        buf_start = cut(first)
+        if buf_start > u.start_frame:
+            return
+        n = sum(w.n_tokens for w in words[first:])
+        carried = tokens[len(tokens) - n:]
+        # the previous final ended where its window's audio did, so it usually closes a sentence there;
+        # the carried text stops before that punctuation, and Whisper decides it again with more audio
+        while carried and not self.model.decode_text(carried[-1:]).strip(_CLOSING):
+            carried = carried[:-1]
+        if not carried:
+            return
+        u.origin, u.carried = buf_start, list(carried)
+        u.final_context = u.context[:-n] if u.context[-n:] == tokens[len(tokens) - n:] else list(u.context)
+        at = 0                  # later starts, for a final that would not fit one window from the first
+        for i in range(first, len(words)):
+            if at < len(carried) and cut(i) <= u.start_frame:
+                u.carry_points.append((cut(i), at))
+            at += words[i].n_tokens
+        if not self.policy.redecode_final:     # every decode of the utterance starts there
+            u.context, u.buf_start, u.committed, u.carry = u.final_context, buf_start, list(carried), len(carried)
 
     def endpoint(self, end_sample: int) -> None:
         u = self._utt
@@ -232,18 +284,38 @@ class WhisperStream(RecognizerStream):
         from kikimimi.models.asr.whisper_ct2 import WhisperRequest
 
         assert self._ring is not None
-        frames = self._ring.view(u.buf_start, end).copy()
-        dur = (end - u.buf_start) / FPS
+        start, context, prefix, carry = u.buf_start, u.context + u.trimmed, list(u.committed), \
+            max(0, u.carry - len(u.trimmed))
+        u.restart = False
+        if kind == "final" and self.policy.redecode_final:
+            # decoded again as a whole, with the audio on both sides of every word, from where the
+            # utterance's window began when that is in one window: only the carried text (the previous
+            # final's) stays forced; what partials committed may be corrected
+            fits = [(f, k) for f, k in u.carry_points if f >= self._ring.oldest_index
+                    and end - f <= self.model.max_window]
+            if fits:            # from the earliest carried word that leaves the utterance in one window
+                start, k = fits[0]
+                prefix, context = u.carried[k:], u.final_context + u.carried[:k]
+                carry, u.restart = len(prefix), True
+            elif u.origin >= self._ring.oldest_index and end - u.origin <= self.model.max_window and not u.carried:
+                start, carry, u.restart, context, prefix = u.origin, 0, True, u.context, []
+            elif u.carried and u.start_frame >= self._ring.oldest_index \
+                    and end - u.start_frame <= self.model.max_window and u.origin >= 0:
+                start, carry, u.restart, context, prefix = u.start_frame, 0, True, u.context, []
+            else:
+                prefix = prefix[:carry]
+        frames = self._ring.view(start, end).copy()
+        dur = (end - start) / FPS
         u.pending = True
         sl = self.stream_language
-        req = WhisperRequest(self, kind == "final", frames, u.context + u.trimmed, list(u.committed),
+        req = WhisperRequest(self, kind == "final", frames, context, prefix,
                              u.language or sl.current, want_words=kind != "partial" or dur >= self.policy.trim_after_s,
                              max_new_tokens=int(24 + 12 * dur), kind=kind, detect=u.language is None,
                              allowed=self.language.allowed, switch_probability=sl.switch_probability,
                              switch_s=sl.switch_s)
         req.utt = u  # type: ignore[attr-defined]
-        req.carry = max(0, u.carry - len(u.trimmed))  # type: ignore[attr-defined]
-        req.start_frame = u.buf_start  # type: ignore[attr-defined]
+        req.carry = carry  # type: ignore[attr-defined]
+        req.start_frame = start  # type: ignore[attr-defined]
         req.end_frame = end  # type: ignore[attr-defined]
         return req
 
@@ -293,6 +365,19 @@ class WhisperStream(RecognizerStream):
             u.agreement.reset()
         else:
             k = len(gen)
+            if u.restart:
+                if gen:      # decoded again from the window's origin: it replaces all the utterance's text
+                    u.committed, u.trimmed, u.words = list(out.tokens[:out.n_prefix]), [], []
+                    u.buf_start, u.carry, u.redecoded = start_frame, out.n_prefix, True
+                else:        # it heard nothing: what partials committed stays, as it was published
+                    out.words = None
+            elif out.n_prefix < len(u.committed):
+                if gen:      # a re-decoded final replaces what partials committed since the buffer's start
+                    u.committed = u.committed[:out.n_prefix]
+                    u.redecoded = True
+                else:
+                    k = 0
+                    out.words = None
         u.committed += gen[:k]
         u.tail = gen[k:]
         if out.words and kind != "final":
@@ -305,15 +390,19 @@ class WhisperStream(RecognizerStream):
             u.trimmed += u.committed
             u.committed = []
             u.buf_start = end_frame
-        if kind == "final" and out.end_s is not None and dur - out.end_s > self.policy.seek_s \
-                and out.end_s * FPS >= 50 and not speechless and (gen or out.n_prefix):
-            # Whisper ended its text well before the audio ends: commit it, cut the buffer where it
-            # ended, and decode the rest (faster-whisper's seek)
+        said_s = max(out.end_s or 0.0, out.words[-1].end_s if out.words else 0.0)
+        if kind == "final" and (out.end_s is not None or out.words) and dur - said_s > self.policy.seek_s \
+                and said_s * FPS >= 50 and not speechless and (gen or out.n_prefix):
+            # Whisper ended its text well before the audio ends (by its closing timestamp and by the
+            # aligned words): commit it, cut the buffer there, and decode the rest (faster-whisper's seek)
             u.words += self._map_words(out.words or [], start_frame, u)
             u.trimmed += u.committed
             u.committed = []
-            u.buf_start = start_frame + round(out.end_s * FPS)
+            u.buf_start = start_frame + round(said_s * FPS)
+            u.origin, u.carry_points = -1, []
             u.agreement.reset()
+            if u.redecoded:      # the final follows; its text replaces the committed text as a whole
+                return None
             return self._publish(u, out, lang, False, self.sample_of(end_frame))
         if kind == "partial" and out.end_s is not None and not u.tail and dur - out.end_s > self.policy.seek_s \
                 and out.end_s * FPS >= 50 and out.tokens[:len(u.committed)] == u.committed and u.committed \
@@ -327,6 +416,7 @@ class WhisperStream(RecognizerStream):
         if kind == "final":
             if out.words:
                 u.words += self._map_words(out.words, start_frame, u)
+            u.last_window = (start_frame, list(out.tokens), list(out.words or []))
             self.utterance_open = False
         return self._publish(u, out, lang, kind == "final", self.sample_of(end_frame))
 
@@ -372,23 +462,31 @@ class WhisperStream(RecognizerStream):
         for w in words:
             units += w.n_tokens
             text = w.text.strip()
-            if not text or units <= skip:
+            if not text or units - w.n_tokens < skip:    # a carried word (with punctuation decoded after it)
                 continue
             a = min(max(self.sample_of(start_frame + round(w.start_s * FPS)), lo), hi)
             b = min(max(self.sample_of(start_frame + round(w.end_s * FPS)), a), hi)
             out.append(Word(text, a, b, float(w.probability)))
         return out
 
+    def _text(self, tokens: list[int], u: _Utterance, lang: str) -> str:
+        """Shown text of an utterance's tokens (after the carried ones: without the punctuation that
+        closes the carried text)."""
+        text = tidy(self.model.decode_text(tokens), lang)
+        return text.lstrip(_CLOSING + " ") if u.carry else text
+
     def _publish(self, u: _Utterance, out: WhisperOutput, lang: str, final: bool, end_sample: int) -> Revision | None:
         dec = self.model.decode_text
-        committed = tidy(dec((u.trimmed + u.committed)[u.carry:]), lang)
-        if not committed.startswith(u.pub_committed):
+        committed = self._text((u.trimmed + u.committed)[u.carry:], u, lang)
+        if final and u.redecoded and not committed.startswith(u.pub_committed):
+            self.corrections += 1   # the final, decoded again as a whole, corrects the committed text
+        elif not committed.startswith(u.pub_committed):
             log.warning("committed text %r would not extend %r; keeping the published text", committed,
                         u.pub_committed)
             committed = u.pub_committed
         unstable = ""
         if not final and u.tail:
-            full = tidy(dec((u.trimmed + u.committed + u.tail)[u.carry:]), lang)
+            full = self._text((u.trimmed + u.committed + u.tail)[u.carry:], u, lang)
             if full.startswith(committed):
                 unstable = full[len(committed):]
             else:
@@ -414,6 +512,7 @@ class WhisperStream(RecognizerStream):
             if committed:   # context for the next utterance (Whisper's condition on previous text)
                 self._history = (self._history + u.trimmed + u.committed)[-self.policy.context_tokens:]
                 self._history_end, self._history_lang = max(end, u.start_sample), lang
+                self._prev_window = u.last_window
             return rev
         if (committed, unstable) == (u.pub_committed, u.pub_unstable) or not (committed or unstable):
             return None
