@@ -17,7 +17,7 @@ from asr_pipeline import Clip, finals, front_messages, librispeech_subset, load_
 from test_asr_node import check_revisions
 
 from kikimimi.engine.msgs.speech import Transcript
-from kikimimi.models.asr.text import ErrorCount, cer, join_text, normalize, wer
+from kikimimi.models.asr.text import ErrorCount, cer, join_text, wer
 from kikimimi.models.asr.whisper_ct2 import WhisperConfig, WhisperCT2
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_librispeech_streaming_wer_is_within_3_points_of_whole_clip_decoding(lib
     assert offline.rate < 0.20          # sanity: the model works (faster-whisper base: ~12 % on test-other)
 
 
-def test_jfk_matches_its_reference_up_to_case_and_punctuation(data_dir: Path) -> None:
+def test_jfk_matches_its_reference_within_one_word(data_dir: Path) -> None:
     clip = next(c for c in manifest(data_dir) if c.path.name == "jfk.flac")
     out = run_asr(front_messages(load_audio(clip.path)), model="base")
     check_revisions(out)
