@@ -19,7 +19,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.golden]
 SELECTED = [("librispeech", "inproc"), ("grid", "inproc"), ("jfk", "zmq"), ("ami", "zmq")]
 
 
-@pytest.mark.parametrize(("case", "transport"), SELECTED)
+ZMQ_LABELS = pytest.mark.xfail(reason="issue 13: over ZeroMQ the speaker labels of a final can differ from run "
+                                      "to run (the speaker node's turns at full speed); since finals wait 500 ms "
+                                      "for silence the golden runs differ in them: open")
+
+
+@pytest.mark.parametrize(("case", "transport"), [c if c[1] == "inproc" else pytest.param(*c, marks=ZMQ_LABELS)
+                                                 for c in SELECTED])
 def test_identical_to_the_golden_run(case: str, transport: str, data_dir: Path) -> None:
     c = next(x for x in golden.CASES if x.name == case)
     assert golden.golden_path(c, transport).exists(), "record the golden files first: python tests/golden.py record"
