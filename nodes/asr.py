@@ -26,6 +26,9 @@ stream's next message or a 50 ms tick. A stream whose newest audio is more than 
 real time (by the wall clock at which its audio arrived) skips partial decodes until it has caught up;
 its final is always decoded.
 
+A SPEECH_END ends the utterance only once the silence after it has lasted ``final_silence_ms`` (by the
+VAD's watermarks, :class:`~kikimimi.nodes._endpoint_hold.EndpointHold`); speech resuming sooner continues it.
+
 Each utterance publishes Transcript revisions: ``revision`` counts from 0, ``committed`` only ever
 grows from one partial to the next, ``unstable`` is the tail that may change, and the last revision is
 ``final`` (committed = the whole text, words on the stream's sample clock). The Whisper backend decodes

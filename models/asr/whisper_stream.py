@@ -28,8 +28,9 @@ without the punctuation that closed them: an utterance after a pause is decoded 
 the speech before it, as in one long window ("ask not" after "and so my fellow Americans"). Its text
 replaces what partials committed (``corrections`` counts the finals that change it). An utterance
 longer than one window is decoded again from the buffer's last cut. On the LibriSpeech clips of
-../shared/data (with the VAD ending utterances on 500 ms pauses) this took the finals from 16.5 % to
-13.6 % WER (tiny.en) against 14.2 % for faster-whisper's whole-clip decoding.
+../shared/data, with utterances ended after 500 ms of silence (the asr node's ``final_silence_ms``), this
+took the live finals to 13.58 % WER (tiny.en) against 14.17 % for faster-whisper's whole-clip decoding
+(bench/asr_latency.py; 19.7 % before).
 
 Nothing is published for non-speech: a hypothesis Whisper itself calls speechless (no-speech
 probability > 0.7, or > 0.6 with average log-probability < -1; measured on white, brown and hum noise
