@@ -89,6 +89,7 @@ class _Stream:
     hop: int = 160
     offset_ns: int | None = None   # min over arrivals of (arrival wall ns - media ns of the newest sample)
     prev_end: int = 0              # end sample of the last utterance
+    ended_at: int | None = None    # the open utterance's SPEECH_END sample, once applied
     waiting: DecodeRequest | None = None   # a due partial held for batching
     wait_msgs: int = 0             # messages of this stream since it was held
     held: deque[Features | AudioChunk] = field(default_factory=deque)   # frames ahead of the VAD
@@ -357,9 +358,10 @@ class AsrNode(StreamNode[_Stream]):
             st.revision = 0
             lead = self.p.lead_in_ms * ev.sample_rate // 1000
             st.rs.begin(max(ev.start_sample - lead, st.prev_end, 0))
+            st.ended_at = None
         elif st.rs.utterance_open:
             st.rs.endpoint(ev.end_sample)
-            st.prev_end = ev.end_sample
+            st.prev_end = st.ended_at = ev.end_sample
 
     def _lagging(self, st: _Stream) -> bool:
         if self.p.max_lag_ms <= 0 or st.offset_ns is None:
@@ -372,9 +374,11 @@ class AsrNode(StreamNode[_Stream]):
         self.batcher.pump(self.streams.values(), partial, self._lagging, self._send, only, release)
 
     def _finish(self, st: _Stream) -> None:
+        """End the open utterance at its SPEECH_END if one was applied (its final may not be decoded yet),
+        else at the end of the frames that arrived."""
         if not st.rs.utterance_open:
             return
-        st.rs.endpoint(st.fed_sample)
+        st.rs.endpoint(st.fed_sample if st.ended_at is None else min(st.ended_at, st.fed_sample))
         self._pump(partial=False, only=st)
         if st.rs.utterance_open:       # frames up to the endpoint never came: end at what arrived
             sample_of = getattr(st.rs, "sample_of", None)

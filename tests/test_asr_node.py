@@ -10,7 +10,7 @@ import pytest
 from asr_pipeline import DETERMINISTIC, finals, front_messages, load_audio, run_asr
 
 from kikimimi.engine.errors import ParamError
-from kikimimi.engine.messages import Header
+from kikimimi.engine.messages import Control, ControlKind, Header
 from kikimimi.engine.msgs.audio import Features
 from kikimimi.engine.msgs.speech import SpeechEventKind, Transcript, VadEvent
 from kikimimi.engine.registry import load_kind
@@ -125,3 +125,21 @@ def test_vad_events_ahead_of_the_frames_lose_no_utterance(data_dir: Path) -> Non
         assert len(want) == n_utt if hold_ms == 0 else 2 <= len(want) <= n_utt
         assert got == want
         assert node.forced_events == 0
+
+
+@pytest.mark.parametrize("vad_connected", [False, True])
+def test_a_final_held_at_the_end_of_the_stream_ends_at_its_speech_end(data_dir: Path, vad_connected: bool) -> None:
+    """The clip ends under 500 ms after its speech: the SPEECH_END is still held for its silence when the
+    stream ends, is applied then, and the final ends at it, not at the end of the file (this once depended on
+    whether a decode ran between the two)."""
+    audio = load_audio(data_dir / "en" / "librispeech" / "1998" / "1998-15444-0007.flac")
+    msgs = front_messages(audio)
+    ends = [m.end_sample for _, m in msgs if isinstance(m, VadEvent) and m.kind is SpeechEventKind.SPEECH_END]
+    assert ends and len(audio) - ends[-1] < RATE // 2
+    eos = [(port, Control(Header("all", 0, -1, 0, "src"), ControlKind.END_OF_STREAM)) for port in ("features", "vad")]
+    node = AsrNode("asr", {**DETERMINISTIC, "model": "tiny.en", "language": "en", "partials": False,
+                           "final_silence_ms": 500})
+    if vad_connected:
+        node.connected_inputs = frozenset({"features", "vad"})
+    fin = [t for _, t in run_node(node, msgs + eos) if isinstance(t, Transcript) and t.final]
+    assert [t.end_sample for t in fin][-1:] == ends[-1:]
