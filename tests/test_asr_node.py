@@ -24,7 +24,7 @@ RATE = 16000
 
 def check_revisions(transcripts: list[Transcript]) -> None:
     """Per utterance: revisions 0, 1, 2, ...; committed only grows from partial to partial (the final,
-    decoded again as a whole, may correct it); exactly the last one is final."""
+    decoded again as a whole, may correct it); exactly the last one is final, and its words spell its text."""
     by_utt: dict[tuple[str, int], list[Transcript]] = {}
     for t in transcripts:
         by_utt.setdefault((t.header.stream_id, t.utterance_id), []).append(t)
@@ -35,6 +35,8 @@ def check_revisions(transcripts: list[Transcript]) -> None:
             assert not a.final, key
         assert revs[-1].final, key
         assert revs[-1].unstable == ""
+        if revs[-1].words:   # a final's words are its text, nothing more or less
+            assert "".join(w.text for w in revs[-1].words).replace(" ", "") == revs[-1].committed.replace(" ", ""), key
         for r in revs:
             assert r.committed or r.unstable or r.final
 

@@ -73,8 +73,6 @@ def cues(text: str, fmt: str) -> list[tuple[int, int, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 13: since finals are decoded again as a whole (this stop), these 4 files score 6 "
-                          "errors in 50 words (limit 5; 1 before) in batch mode: not yet understood")
 @pytest.mark.parametrize("fmt", ["vtt", "srt"])
 def test_several_files_give_one_subtitle_file_each_matching_the_references(
         fmt: str, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

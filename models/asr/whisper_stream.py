@@ -355,6 +355,7 @@ class WhisperStream(RecognizerStream):
         if speechless or (gen and is_silence_phrase(self.model.decode_text(gen), lang) and (
                 out.no_speech_prob > pol.phrase_no_speech or out.avg_logprob < pol.phrase_logprob)):
             gen = []
+            out.words = None      # their words go too (they once reached a final's words, not its text)
         if kind == "partial":
             if end_frame - u.start_frame >= self.policy.commit_after_s * FPS:
                 k = u.agreement.update(gen, self._boundary(lang), end_frame)
