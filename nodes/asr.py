@@ -28,6 +28,9 @@ its final is always decoded.
 
 A SPEECH_END ends the utterance only once the silence after it has lasted ``final_silence_ms`` (by the
 VAD's watermarks, :class:`~kikimimi.nodes._endpoint_hold.EndpointHold`); speech resuming sooner continues it.
+With ``speculative_final`` the final is decoded while that silence is still being confirmed (once the
+held SPEECH_END's frames are in; the stream decodes no partial meanwhile) and published as soon as it is,
+when nothing changed the request (:mod:`~kikimimi.models.asr.speculation`): the wait and the decode overlap.
 
 Each utterance publishes Transcript revisions: ``revision`` counts from 0, ``committed`` only ever
 grows from one partial to the next, ``unstable`` is the tail that may change, and the last revision is
@@ -35,7 +38,8 @@ grows from one partial to the next, ``unstable`` is the tail that may change, an
 the final again over the whole utterance (``whisper.redecode_final``), which may correct committed words;
 ``corrections`` counts those finals. An utterance in which nothing was recognized
 publishes nothing. END_OF_STREAM / FLUSH (a stream or "all") and ``on_stop`` finish open
-utterances at the last sample seen, after the held VAD events (see :meth:`AsrNode.on_control`).
+utterances at their applied SPEECH_END, else at the last sample seen, after the held VAD events (see
+:meth:`AsrNode.on_control`).
 Streams are kept after they end (a stream that comes back goes on numbering its utterances).
 """
 
@@ -95,6 +99,7 @@ class _Stream:
     held: deque[Features | AudioChunk] = field(default_factory=deque)   # frames ahead of the VAD
     data_ended: bool = False       # END_OF_STREAM came on the data port: frames are complete
     hold: EndpointHold = field(default_factory=lambda: EndpointHold(0))  # SPEECH_END until the silence lasted
+    spec_for: VadEvent | None = None   # the held SPEECH_END whose final was decoded ahead
 
 
 class AsrNode(StreamNode[_Stream]):
@@ -115,7 +120,8 @@ class AsrNode(StreamNode[_Stream]):
     # Files at full speed: partials every 300 ms of audio (not an interval adapted to the measured decode
     # time), none skipped for lag, no frame read past the VAD's watermark (so a partial sees the same VAD
     # decisions on every run). Batch transcription: finals only, decoded with beam search.
-    lossless_params = {"min_interval_ms": 300, "max_interval_ms": 300, "max_lag_ms": 0, "vad_lookahead_ms": 0}
+    lossless_params = {"min_interval_ms": 300, "max_interval_ms": 300, "max_lag_ms": 0, "vad_lookahead_ms": 0,
+                       "speculative_final": False}
     batch_params = {"partials": False, "whisper.beam_size": 5}
     params = (
         Param("backend", str, "whisper", "recognizer backend (the kikimimi.asr_backends entry points); its own "
@@ -141,6 +147,10 @@ class AsrNode(StreamNode[_Stream]):
               "the VAD's SPEECH_END has lasted this long, by the VAD's PROGRESS watermarks; speech that resumes "
               "sooner continues it (finals cut at 300 ms pauses lost 1-3 WER points on LibriSpeech; 0 = end "
               "at every SPEECH_END)", min=0, max=10000),
+        Param("speculative_final", bool, True, "decode the final while the silence after a SPEECH_END is "
+              "still being confirmed (no partials meanwhile) and publish it once confirmed, unless the request "
+              "changed (saves up to one decode of final latency; files at full speed turn it off: no wait "
+              "to overlap there)"),
         Param("warmup", bool, True, "decode silence once at start so the first utterance is not slow"),
         Param("vad_lookahead_ms", int, 500, "when the VAD sends PROGRESS watermarks, frames further than this "
               "ahead of it wait for it, so a partial never reads far past a SPEECH_END the VAD has yet to "
@@ -193,6 +203,12 @@ class AsrNode(StreamNode[_Stream]):
         return self.batcher.skipped_partials
 
     @property
+    def speculative_finals(self) -> tuple[int, int]:
+        """(finals published from an output decoded ahead, such outputs no final used)."""
+        specs = [sp for st in self.streams.values() if (sp := getattr(st.rs, "speculation", None)) is not None]
+        return sum(sp.used for sp in specs), sum(sp.discarded for sp in specs)
+
+    @property
     def corrections(self) -> int:
         """Finals whose text does not extend the committed text of the utterance's partials."""
         return sum(int(getattr(st.rs, "corrections", 0)) for st in self.streams.values())
@@ -221,8 +237,10 @@ class AsrNode(StreamNode[_Stream]):
             for ev in self.stream(msg).hold.push(msg):
                 self._on_vad(ev)
         st = self.streams.get(msg.header.stream_id)
-        if st is not None and st.waiting is not None:
-            st.wait_msgs += 1
+        if st is not None:
+            if st.waiting is not None:
+                st.wait_msgs += 1
+            self._speculate(st)
         self._pump(partial=self.p.partials)
 
     def on_tick(self, now_ns: int) -> None:
@@ -363,6 +381,18 @@ class AsrNode(StreamNode[_Stream]):
             st.rs.endpoint(ev.end_sample)
             st.prev_end = st.ended_at = ev.end_sample
 
+    def _speculate(self, st: _Stream) -> None:
+        """Decode the final of a held SPEECH_END ahead, once its frames are in (once per held end)."""
+        held = st.hold.held
+        if (not self.p.speculative_final or held is None or st.spec_for is held or st.ended_at is not None
+                or not st.rs.utterance_open or st.fed_sample < held.end_sample):
+            return
+        if self.batcher.speculate(st.rs, held.end_sample) or st.waiting is None:
+            st.spec_for = held        # decoded, or not due for a reason waiting will not change
+
+    def _quiet(self, st: _Stream) -> bool:
+        return st.spec_for is not None and st.spec_for is st.hold.held
+
     def _lagging(self, st: _Stream) -> bool:
         if self.p.max_lag_ms <= 0 or st.offset_ns is None:
             return False
@@ -371,7 +401,7 @@ class AsrNode(StreamNode[_Stream]):
         return lag_ns > self.p.max_lag_ms * 1_000_000
 
     def _pump(self, partial: bool, only: _Stream | None = None, release: bool = False) -> None:
-        self.batcher.pump(self.streams.values(), partial, self._lagging, self._send, only, release)
+        self.batcher.pump(self.streams.values(), partial, self._lagging, self._send, only, release, self._quiet)
 
     def _finish(self, st: _Stream) -> None:
         """End the open utterance at its SPEECH_END if one was applied (its final may not be decoded yet),

@@ -145,3 +145,27 @@ def test_a_final_held_at_the_end_of_the_stream_ends_at_its_speech_end(data_dir: 
         node.connected_inputs = frozenset({"features", "vad"})
     fin = [t for _, t in run_node(node, msgs + eos) if isinstance(t, Transcript) and t.final]
     assert [t.end_sample for t in fin][-1:] == ends[-1:]
+
+
+@pytest.mark.slow
+def test_finals_decoded_ahead_are_the_finals_decoded_after_the_silence(data_dir: Path) -> None:
+    """With ``speculative_final`` each final is decoded while its SPEECH_END waits for 500 ms of silence;
+    the finals published are those of decoding after the wait, and they come from the early decode (one
+    early decode is wasted at most per pause where the speech resumed)."""
+    clips = ["en/librispeech/1688/1688-142285-0004.flac", "en/jfk/jfk.flac",
+             "en/librispeech/2414/2414-128291-0005.flac"]
+    gap = np.zeros(RATE, np.float32)
+    msgs = front_messages(np.concatenate([p for c in clips for p in (load_audio(data_dir / c), gap)]))
+    out = {}
+    for spec in (False, True):
+        node = AsrNode("asr", {**DETERMINISTIC, "model": "tiny.en", "language": "en", "speculative_final": spec})
+        got = [t for _, t in run_node(node, msgs) if isinstance(t, Transcript)]
+        check_revisions(got)
+        out[spec] = [(t.utterance_id, t.committed, t.start_sample, t.end_sample, t.words) for t in finals(got)]
+        used, discarded = node.speculative_finals
+        if spec:
+            merged = sum(st.hold.merged for st in node.streams.values())   # speech resumed: decoded for nothing
+            assert used >= len(out[spec]) - 1 and discarded <= merged, (used, discarded, merged, len(out[spec]))
+        else:
+            assert used == discarded == 0
+    assert len(out[True]) >= 3 and out[True] == out[False]

@@ -11,6 +11,9 @@ one due, or until its own stream's next message (the caller counts them in ``wai
 same time share one decode call. Finals never wait. The partial interval adapts to the measured decode
 time (:class:`~kikimimi.models.asr.policy.AdaptiveInterval`); a stream the caller says is lagging
 behind real time skips its partials (counted in ``skipped_partials``), never its final.
+
+A request that comes with its output (``ready``: a speculative final the stream kept, decoded earlier
+by :meth:`BatchDecoder.speculate`) is applied without decoding.
 """
 
 from __future__ import annotations
@@ -47,19 +50,23 @@ class BatchDecoder:
         self.decode_calls = 0
         self.decode_seconds = 0.0
         self.skipped_partials = 0
+        self.speculative_decodes = 0
 
     def pump(self, streams: Collection[T], partial: bool, lagging: Callable[[T], bool],
-             send: Callable[[T, Revision], None], only: T | None = None, release: bool = False) -> None:
+             send: Callable[[T, Revision], None], only: T | None = None, release: bool = False,
+             quiet: Callable[[T], bool] | None = None) -> None:
         """Decode every due stream of ``streams`` (only ``only``'s new requests, if given) together,
         repeatedly, until none is due; ``send`` gets each revision to publish, in order. ``partial``:
-        partials may be decoded (finals always are); ``release``: held partials go now."""
+        partials may be decoded (finals always are); ``release``: held partials go now; ``quiet``: streams
+        that decode no partial now (not counted as skipped)."""
         for _ in range(MAX_ROUNDS):
             batch: list[tuple[T, DecodeRequest]] = []
             for st in [only] if only is not None else streams:
                 if st.waiting is not None:
                     continue
                 lag = partial and lagging(st)
-                req = st.rs.step(self.interval.frames, partial=partial and not lag)
+                req = st.rs.step(self.interval.frames,
+                                 partial=partial and not lag and not (quiet is not None and quiet(st)))
                 if req is None and lag and st.rs.utterance_open:
                     self.skipped_partials += 1
                 if req is None:
@@ -78,14 +85,30 @@ class BatchDecoder:
                         st.waiting = None
             if not batch:
                 return
-            t0 = time.perf_counter()
-            outs = self.recognizer.decode([r for _, r in batch])
-            dt = time.perf_counter() - t0
-            self.decode_calls += 1
-            self.decode_seconds += dt
-            if any(not r.final for _, r in batch):
-                self.interval.observe(dt)
+            todo = [r for _, r in batch if r.ready is None]
+            decoded = iter(self._decode(todo) if todo else [])
+            outs = [r.ready if r.ready is not None else next(decoded) for _, r in batch]
             for (st, req), out in zip(batch, outs, strict=True):
                 rev = st.rs.apply(req, out)
                 if rev is not None:
                     send(st, rev)
+
+    def speculate(self, stream: RecognizerStream, end_sample: int) -> bool:
+        """Decode the final an endpoint of ``stream`` at ``end_sample`` would ask for, now, and let the
+        stream keep it (:mod:`~kikimimi.models.asr.speculation`); False if no such request is due."""
+        req = stream.speculate(end_sample)
+        if req is None:
+            return False
+        stream.keep(req, self._decode([req])[0])
+        self.speculative_decodes += 1
+        return True
+
+    def _decode(self, requests: list[DecodeRequest]) -> list[object]:
+        t0 = time.perf_counter()
+        outs = self.recognizer.decode(requests)
+        dt = time.perf_counter() - t0
+        self.decode_calls += 1
+        self.decode_seconds += dt
+        if any(not r.final for r in requests):
+            self.interval.observe(dt)
+        return outs

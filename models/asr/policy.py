@@ -126,6 +126,33 @@ def trim_point(words: Sequence[TimedWord], committed_units: int, buffer_s: float
     return None
 
 
+def buffer_cut(committed: Sequence[int], tokens: Sequence[int], segment_ends: Sequence[tuple[int, float]],
+               words: Sequence[TimedWord], dur: float, trim_after_s: float, force_after_s: float, force: bool
+               ) -> tuple[int, float, int] | None:
+    """Where to cut a buffer of ``dur`` s after its committed tokens: (tokens cut, cut time in s of the
+    window, words cut), or None. ``tokens`` is the hypothesis (it must begin with ``committed``),
+    ``segment_ends`` its (token count, time) segment ends, ``words`` its aligned words. Past
+    ``trim_after_s`` (or forced) at the last committed segment end at least 0.5 s inside the window (its own
+    timestamp is the cut), else past ``force_after_s`` (or forced) after a committed word
+    (:func:`trim_point`)."""
+    n = len(committed)
+    if not n or list(tokens[:n]) != list(committed):
+        return None
+    cut: tuple[int, float] | None = None
+    if dur >= trim_after_s or force:
+        segs = [(k, t) for k, t in segment_ends if 0 < k <= n and 0.5 <= t <= dur - 0.5]
+        if segs:
+            cut = segs[-1]
+    if cut is None and words:
+        after = 0.0 if force else force_after_s
+        point = trim_point(words, n, dur, after, after)
+        if point is not None:
+            cut = (words[point[0] - 1].units_end, point[1])
+    if cut is None:
+        return None
+    return cut[0], cut[1], sum(1 for w in words if w.units_end <= cut[0])
+
+
 class AdaptiveInterval:
     """Frames of new audio to wait for between partial decodes, adapted to the measured decode time."""
 

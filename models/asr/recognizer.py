@@ -23,9 +23,13 @@ Two objects, so one set of weights serves any number of streams:
     returned as soon as the endpoint's frames are in; a partial one (only with ``partial``) when at
     least ``interval_frames`` new frames of the open utterance arrived since its last decode.
   - ``apply(request, output)``: feed back what ``Recognizer.decode`` returned for ``request``; returns
-    the new :class:`Revision` to publish, or None when nothing visible changed. A revision's
-    ``committed`` text only ever grows (never changes) within an utterance; the final revision holds
-    the whole text in ``committed`` and word timings on the stream's sample clock.
+    the new :class:`Revision` to publish, or None when nothing visible changed. A partial revision's
+    ``committed`` text only grows within an utterance; the final revision holds the whole text in
+    ``committed`` (a backend that decodes the final again as a whole may correct the committed text
+    there) and word timings on the stream's sample clock.
+  - ``speculate(end_sample)`` / ``keep(request, output)`` (optional): the final request an endpoint at
+    ``end_sample`` would make, built early without changing the stream, and its decoded output kept
+    for the real final request if that turns out the same (:mod:`~kikimimi.models.asr.speculation`).
   - ``result()``: the latest revision of the open (or just finished) utterance, or None.
   - ``reset()``: forget the utterance and every frame (the stream's clock starts over).
 
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -83,11 +87,14 @@ class Revision:
 class DecodeRequest:
     """One decode job of one stream; backends subclass it with what their decode needs.
 
-    ``final``: this request decodes the whole rest of an utterance after its endpoint.
+    ``final``: this request decodes the whole rest of an utterance after its endpoint. ``ready``: its
+    output, already decoded (a speculative final the stream kept, :mod:`~kikimimi.models.asr.speculation`);
+    the batcher then does not decode it.
     """
 
     stream: RecognizerStream
     final: bool
+    ready: Any = field(default=None, init=False)
 
 
 class RecognizerStream(abc.ABC):
@@ -127,6 +134,16 @@ class RecognizerStream(abc.ABC):
     @abc.abstractmethod
     def reset(self) -> None:
         """Forget the utterance and all frames."""
+
+    def speculate(self, end_sample: int) -> DecodeRequest | None:
+        """The final request ``endpoint(end_sample)`` would make now, built without changing the stream, or
+        None (not due, or the backend does not speculate: this default). Its output goes to :meth:`keep`."""
+        return None
+
+    def keep(self, request: DecodeRequest, output: Any) -> None:
+        """Keep the output of a :meth:`speculate` request for the final request that is the same (default:
+        nothing is kept)."""
+        del request, output
 
 
 class Recognizer(abc.ABC):

@@ -1,8 +1,7 @@
 """Per-stream state of the Whisper backend: LocalAgreement over re-decoded buffers, trimming, words.
 
-A :class:`WhisperStream` keeps the stream's feature frames in a frame ring (an ``AudioRing`` of
-``n_mels`` float32 channels, addressed by frame index) and maps frames to the stream's sample clock
-through anchors taken from the Features headers. For the open utterance it keeps:
+A :class:`WhisperStream` keeps the stream's feature frames and their sample clock in a
+:class:`~kikimimi.models.asr.frame_ring.FrameRing`. For the open utterance it keeps:
 
 * ``trimmed``: committed tokens whose audio was cut from the buffer; they go in as the prompt
   (Whisper's previous-text context), after the last ``context_tokens`` of the stream's previous
@@ -21,16 +20,13 @@ commits its complete words), after a committed word by the aligned word times
 (:func:`~kikimimi.models.asr.policy.trim_point`). The final decode (after the VAD endpoint) commits
 everything and aligns the words, mapped onto the stream's sample clock; if Whisper closes its text
 more than ``seek_s`` before the end of the audio, the rest is decoded again from there (faster-whisper's
-seek). The final is decoded again as a whole (``redecode_final``), from the utterance's start or, when
-it starts at most ``carry_gap_s`` after the previous one, from that one's words of the last ``carry_s``
-(at most ``carry_words``), their tokens, exactly as decoded, forced as prefix and never published,
-without the punctuation that closed them: an utterance after a pause is decoded as the continuation of
-the speech before it, as in one long window ("ask not" after "and so my fellow Americans"). Its text
-replaces what partials committed (``corrections`` counts the finals that change it). An utterance
-longer than one window is decoded again from the buffer's last cut. On the LibriSpeech clips of
-../shared/data, with utterances ended after 500 ms of silence (the asr node's ``final_silence_ms``), this
-took the live finals to 13.58 % WER (tiny.en) against 14.17 % for faster-whisper's whole-clip decoding
-(bench/asr_latency.py; 19.7 % before).
+seek). The final is decoded again as a whole (``redecode_final``), from the utterance's start or from the
+previous final's last words (:mod:`~kikimimi.models.asr.carry`); its text replaces what partials committed
+(``corrections`` counts the finals that change it). An utterance longer than one window is decoded again
+from the buffer's last cut. On the LibriSpeech clips of ../shared/data, with utterances ended after 500 ms
+of silence, this took the live finals to 13.58 % WER (tiny.en) against 14.17 % for faster-whisper's
+whole-clip decoding (bench/asr_latency.py; 19.7 % before). A final may be decoded ahead of its endpoint
+(:meth:`WhisperStream.speculate`, :mod:`~kikimimi.models.asr.speculation`).
 
 Nothing is published for non-speech: a hypothesis Whisper itself calls speechless (no-speech
 probability > 0.7, or > 0.6 with average log-probability < -1; measured on white, brown and hum noise
@@ -43,26 +39,26 @@ with weak evidence (no-speech probability > 0.2 or average log-probability < -0.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kikimimi.engine.errors import ParamError
 from kikimimi.engine.msgs.speech import Word
 from kikimimi.engine.ring import AudioRing
+from kikimimi.models.asr.carry import CLOSING, final_window, plan_carry
+from kikimimi.models.asr.frame_ring import FrameRing
 from kikimimi.models.asr.hallucination import is_silence_phrase
 from kikimimi.models.asr.language import LanguageChoice, StreamLanguage, parse_language
 from kikimimi.models.asr.policy import (
-    CLAUSE_END,
-    SENTENCE_END,
     LocalAgreement,
     StreamPolicy,
     TimedWord,
-    trim_point,
+    buffer_cut,
 )
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, RecognizerStream, Revision
+from kikimimi.models.asr.speculation import Speculation
 from kikimimi.models.asr.text import is_unspaced, tidy
+from kikimimi.models.asr.utterance_state import UtteranceState
 
 if TYPE_CHECKING:
     from kikimimi.models.asr.whisper_ct2 import AlignedWord, WhisperCT2, WhisperOutput, WhisperRequest
@@ -70,37 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kikimimi.asr.whisper")
 
 FPS = 100
-_CLOSING = "".join(SENTENCE_END + CLAUSE_END)
 SILENCE_LOG10 = -10.0
-
-
-@dataclass(eq=False)
-class _Utterance:
-    start_sample: int
-    start_frame: int
-    buf_start: int
-    language: str | None
-    agreement: LocalAgreement[int]
-    end_sample: int | None = None
-    end_frame: int | None = None
-    context: list[int] = field(default_factory=list)
-    carry: int = 0
-    trimmed: list[int] = field(default_factory=list)
-    committed: list[int] = field(default_factory=list)
-    tail: list[int] = field(default_factory=list)
-    words: list[Word] = field(default_factory=list)
-    last_decoded: int = 0
-    pub_committed: str = ""
-    pub_unstable: str = ""
-    published: bool = False
-    pending: bool = False
-    last_window: tuple[int, list[int], list[AlignedWord]] | None = None
-    redecoded: bool = False
-    origin: int = -1         # where a final decoded as a whole begins (the carry's start); -1: it may not
-    carried: list[int] = field(default_factory=list)        # the previous final's tokens from ``origin``
-    carry_points: list[tuple[int, int]] = field(default_factory=list)  # (frame, index in carried) of its words
-    final_context: list[int] = field(default_factory=list)  # the context prompt without them
-    restart: bool = False    # the pending request decodes from ``origin``
 
 
 class WhisperStream(RecognizerStream):
@@ -113,15 +79,15 @@ class WhisperStream(RecognizerStream):
         self.policy: StreamPolicy = getattr(model, "policy", StreamPolicy())
         self.stream_language = StreamLanguage(decide_s=self.policy.commit_after_s)
         self.hop = model.hop
-        self._ring_frames = int(self.policy.ring_s * FPS)
+        self._frames = FrameRing(int(self.policy.ring_s * FPS), model.n_bins, model.hop, SILENCE_LOG10)
         self.corrections = 0     # finals whose text does not extend the committed text partials published
+        self.speculation = Speculation()
         self.reset()
 
     # ------------------------------------------------------------------ clock
     def reset(self) -> None:
-        self._ring: AudioRing | None = None
-        self._anchors: list[tuple[int, int]] = []   # (frame, sample) where the frame->sample map restarts
-        self._utt: _Utterance | None = None
+        self._frames.reset()
+        self._utt: UtteranceState | None = None
         self._last: Revision | None = None
         self._history: list[int] = []     # tokens of the last utterances' final text
         self._history_end = 0
@@ -129,56 +95,27 @@ class WhisperStream(RecognizerStream):
         self._prev_window: tuple[int, list[int], list[AlignedWord]] | None = None  # the last final's window
         self.stream_language.current = None
         self._skip = 0
+        self.speculation.clear()
         self.utterance_open = False
 
     @property
+    def _ring(self) -> AudioRing | None:
+        return self._frames.ring
+
+    @property
     def frames_end(self) -> int:
-        return 0 if self._ring is None else self._ring.write_index
+        return self._frames.frames_end
 
     def sample_of(self, frame: int) -> int:
         """Sample index (stream clock) of frame ``frame``'s centre."""
-        if not self._anchors:
-            return frame * self.hop
-        f0, s0 = self._anchors[0]
-        for f, s in self._anchors:
-            if f <= frame:
-                f0, s0 = f, s
-            else:
-                break
-        return s0 + (frame - f0) * self.hop
+        return self._frames.sample_of(frame)
 
     def frame_of(self, sample: int) -> int:
         """First frame whose centre is at or after ``sample`` (stream clock)."""
-        if not self._anchors:
-            return -(-sample // self.hop)
-        f0, s0 = self._anchors[0]
-        for f, s in self._anchors:
-            if s <= sample:
-                f0, s0 = f, s
-            else:
-                break
-        return f0 + max(0, -(-(sample - s0) // self.hop))
+        return self._frames.frame_of(sample)
 
     def accept(self, frames: np.ndarray, start_frame: int, sample_index: int) -> None:
-        n = int(frames.shape[0])
-        if frames.ndim != 2 or frames.shape[1] != self.model.n_bins:
-            raise ParamError(f"frames must have shape (n, {self.model.n_bins}), got {frames.shape}")
-        if self._ring is None or start_frame > self._ring.write_index + self._ring_frames // 2 \
-                or start_frame < self._ring.oldest_index:
-            self._ring = AudioRing(self._ring_frames, self.model.n_bins, np.float32, start_index=start_frame)
-            self._anchors = []
-        ring = self._ring
-        if start_frame > ring.write_index:       # a gap in the frame clock: fill with silence
-            ring.write(np.full((start_frame - ring.write_index, self.model.n_bins), SILENCE_LOG10, np.float32))
-        skip = ring.write_index - start_frame
-        if skip >= n:
-            return
-        if not self._anchors or self.sample_of(start_frame) != sample_index:
-            self._anchors.append((start_frame, sample_index))
-            oldest = ring.oldest_index
-            while len(self._anchors) > 1 and self._anchors[1][0] <= oldest:
-                self._anchors.pop(0)
-        ring.write(frames[skip:] if skip > 0 else frames)
+        self._frames.accept(frames, start_frame, sample_index)
 
     # ------------------------------------------------------------------ utterances
     def begin(self, start_sample: int) -> None:
@@ -192,7 +129,8 @@ class WhisperStream(RecognizerStream):
         if not self.model.multilingual:
             lang = "en"
         agreement: LocalAgreement[int] = LocalAgreement(self.policy.agreement_n, int(self.policy.agreement_gap_s * FPS))
-        self._utt = _Utterance(start_sample, f, f, lang, agreement, last_decoded=f)
+        self._utt = UtteranceState(start_sample, f, f, lang, agreement, last_decoded=f)
+        self.speculation.clear()
         gap_s = (start_sample - self._history_end) / self.model.sample_rate
         if self._history and 0 <= gap_s <= self.policy.context_gap_s and lang in (None, self._history_lang):
             self._utt.context = list(self._history)
@@ -203,52 +141,23 @@ class WhisperStream(RecognizerStream):
         self._last = None
         self.utterance_open = True
 
-    def _carry(self, u: _Utterance) -> None:
-        """Where the final's window starts: at the previous final's last words (at most ``carry_s``
-        before this utterance, at most ``carry_words``), their tokens, exactly as decoded, forced as
-        prefix and left out of the context prompt: a short utterance after a pause is decoded in
-        context, as in one long window. Partials start at the utterance (the previous text as context
-        prompt only), unless ``redecode_final`` is off: then every decode starts there. The carried
-        tokens are never published (``u.carry``) and their words are not reported."""
-        prev = self._prev_window
-        if prev is None or self._ring is None:
-            return
-        start_frame, tokens, words = prev
-        if not words or sum(w.n_tokens for w in words) != len(tokens):
+    def _carry(self, u: UtteranceState) -> None:
+        """Start the final's window at the previous final's last words (:mod:`~kikimimi.models.asr.carry`).
+        Partials start at the utterance (the previous text as context prompt only), unless
+        ``redecode_final`` is off: then every decode starts there. The carried tokens are never published
+        (``u.carry``) and their words are not reported."""
+        if self._prev_window is None or self._ring is None:
             return
         lo = max(self.frame_of(u.start_sample - int(self.policy.carry_s * self.model.sample_rate)),
                  self._ring.oldest_index)
-
-        def cut(i: int) -> int:     # the window starts between word i - 1 and word i
-            w = words[i]
-            if i == 0:
-                return start_frame + round(max(0.0, w.start_s - 0.2) * FPS)
-            before = words[i - 1].end_s
-            return start_frame + round(max(before, min((before + w.start_s) / 2, w.start_s)) * FPS)
-        first = next((i for i in range(max(0, len(words) - self.policy.carry_words), len(words))
-                      if cut(i) >= lo), None)
-        if first is None:
+        plan = plan_carry(self._prev_window, lo, u.start_frame, u.context, self.policy.carry_words,
+                          self.model.decode_text, FPS)
+        if plan is None:
             return
-        buf_start = cut(first)
-        if buf_start > u.start_frame:
-            return
-        n = sum(w.n_tokens for w in words[first:])
-        carried = tokens[len(tokens) - n:]
-        # the previous final ended where its window's audio did, so it usually closes a sentence there;
-        # the carried text stops before that punctuation, and Whisper decides it again with more audio
-        while carried and not self.model.decode_text(carried[-1:]).strip(_CLOSING):
-            carried = carried[:-1]
-        if not carried:
-            return
-        u.origin, u.carried = buf_start, list(carried)
-        u.final_context = u.context[:-n] if u.context[-n:] == tokens[len(tokens) - n:] else list(u.context)
-        at = 0                  # later starts, for a final that would not fit one window from the first
-        for i in range(first, len(words)):
-            if at < len(carried) and cut(i) <= u.start_frame:
-                u.carry_points.append((cut(i), at))
-            at += words[i].n_tokens
+        u.plan, u.origin = plan, plan.origin
         if not self.policy.redecode_final:     # every decode of the utterance starts there
-            u.context, u.buf_start, u.committed, u.carry = u.final_context, buf_start, list(carried), len(carried)
+            u.context, u.buf_start, u.committed, u.carry = plan.final_context, plan.origin, list(plan.carried), \
+                len(plan.carried)
 
     def endpoint(self, end_sample: int) -> None:
         u = self._utt
@@ -256,6 +165,21 @@ class WhisperStream(RecognizerStream):
             return
         u.end_sample = max(end_sample, u.start_sample)
         u.end_frame = max(self.frame_of(u.end_sample), u.start_frame)
+
+    def speculate(self, end_sample: int) -> DecodeRequest | None:
+        """The final request of an endpoint at ``end_sample``, if due now; the stream is left as it was."""
+        u = self._utt
+        if u is None or not self.utterance_open or u.pending or u.end_frame is not None:
+            return None
+        saved = (u.restart, u.buf_start)
+        self.endpoint(end_sample)
+        req = self.step(0, partial=False)
+        u.end_sample = u.end_frame = None
+        u.restart, u.buf_start, u.pending = saved[0], saved[1], False
+        return req if req is not None and req.final else None
+
+    def keep(self, request: DecodeRequest, output: Any) -> None:
+        self.speculation.keep(request, output)
 
     def step(self, interval_frames: int, partial: bool = True) -> DecodeRequest | None:
         u = self._utt
@@ -281,7 +205,7 @@ class WhisperStream(RecognizerStream):
             return self._request(u, end, "partial")
         return None
 
-    def _request(self, u: _Utterance, end: int, kind: str) -> WhisperRequest:
+    def _request(self, u: UtteranceState, end: int, kind: str) -> WhisperRequest:
         from kikimimi.models.asr.whisper_ct2 import WhisperRequest
 
         assert self._ring is not None
@@ -292,17 +216,13 @@ class WhisperStream(RecognizerStream):
             # decoded again as a whole, with the audio on both sides of every word, from where the
             # utterance's window began when that is in one window: only the carried text (the previous
             # final's) stays forced; what partials committed may be corrected
-            fits = [(f, k) for f, k in u.carry_points if f >= self._ring.oldest_index
-                    and end - f <= self.model.max_window]
-            if fits:            # from the earliest carried word that leaves the utterance in one window
-                start, k = fits[0]
-                prefix, context = u.carried[k:], u.final_context + u.carried[:k]
+            w = final_window(u.plan, u.origin, u.start_frame, end, self._ring.oldest_index, self.model.max_window)
+            if w is not None and w[1] is not None and u.plan is not None:
+                start, k = w     # from a carried word on: the words before it go to the context prompt
+                prefix, context = u.plan.carried[k:], u.plan.final_context + u.plan.carried[:k]
                 carry, u.restart = len(prefix), True
-            elif u.origin >= self._ring.oldest_index and end - u.origin <= self.model.max_window and not u.carried:
-                start, carry, u.restart, context, prefix = u.origin, 0, True, u.context, []
-            elif u.carried and u.start_frame >= self._ring.oldest_index \
-                    and end - u.start_frame <= self.model.max_window and u.origin >= 0:
-                start, carry, u.restart, context, prefix = u.start_frame, 0, True, u.context, []
+            elif w is not None:
+                start, carry, u.restart, context, prefix = w[0], 0, True, u.context, []
             else:
                 prefix = prefix[:carry]
         frames = self._ring.view(start, end).copy()
@@ -318,6 +238,8 @@ class WhisperStream(RecognizerStream):
         req.carry = carry  # type: ignore[attr-defined]
         req.start_frame = start  # type: ignore[attr-defined]
         req.end_frame = end  # type: ignore[attr-defined]
+        if req.final:
+            req.ready = self.speculation.take(req)
         return req
 
     # ------------------------------------------------------------------ results
@@ -334,7 +256,7 @@ class WhisperStream(RecognizerStream):
         return ok
 
     def apply(self, request: DecodeRequest, output: Any) -> Revision | None:
-        u: _Utterance | None = getattr(request, "utt", None)
+        u: UtteranceState | None = getattr(request, "utt", None)
         if u is None or u is not self._utt:
             return None
         u.pending = False
@@ -401,7 +323,7 @@ class WhisperStream(RecognizerStream):
             u.trimmed += u.committed
             u.committed = []
             u.buf_start = start_frame + round(said_s * FPS)
-            u.origin, u.carry_points = -1, []
+            u.origin, u.plan = -1, None
             u.agreement.reset()
             if u.redecoded:      # the final follows; its text replaces the committed text as a whole
                 return None
@@ -422,39 +344,24 @@ class WhisperStream(RecognizerStream):
             self.utterance_open = False
         return self._publish(u, out, lang, kind == "final", self.sample_of(end_frame))
 
-    def _trim(self, u: _Utterance, out: WhisperOutput, start_frame: int, dur: float, force: bool) -> None:
-        """Cut the buffer after committed text: at the last committed Whisper segment end once the buffer
-        is longer than trim_after_s (the segment's own timestamp is the cut), else (past force_after_s,
-        or forced) after a committed word by the aligned word times."""
-        n_committed = len(u.committed)
-        if not n_committed or out.tokens[:n_committed] != u.committed:
-            return
-        pol = self.policy
-        cut: tuple[int, float] | None = None
-        if dur >= pol.trim_after_s or force:
-            segs = [(n, t) for n, t in out.segment_ends if 0 < n <= n_committed and 0.5 <= t <= dur - 0.5]
-            if segs:
-                cut = segs[-1]
+    def _trim(self, u: UtteranceState, out: WhisperOutput, start_frame: int, dur: float, force: bool) -> None:
+        """Cut the buffer after committed text (:func:`~kikimimi.models.asr.policy.buffer_cut`)."""
         words: list[TimedWord] = []
         units = 0
         for w in out.words or []:
             units += w.n_tokens
             words.append(TimedWord(w.text, units, w.start_s, w.end_s, w.probability))
-        if cut is None and words:
-            point = trim_point(words, n_committed, dur, 0.0 if force else pol.force_after_s,
-                               0.0 if force else pol.force_after_s)
-            if point is not None:
-                cut = (words[point[0] - 1].units_end, point[1])
+        cut = buffer_cut(u.committed, out.tokens, out.segment_ends, words, dur, self.policy.trim_after_s,
+                         self.policy.force_after_s, force)
         if cut is None:
             return
-        n_tok, cut_s = cut
-        n_words = sum(1 for w in words if w.units_end <= n_tok)
+        n_tok, cut_s, n_words = cut
         u.words += self._map_words((out.words or [])[:n_words], start_frame, u)
         u.trimmed += u.committed[:n_tok]
         u.committed = u.committed[n_tok:]
         u.buf_start = start_frame + round(cut_s * FPS)
 
-    def _map_words(self, words: list[AlignedWord], start_frame: int, u: _Utterance) -> list[Word]:
+    def _map_words(self, words: list[AlignedWord], start_frame: int, u: UtteranceState) -> list[Word]:
         """Words of a window (from its first token on) on the stream's clock, carried words left out."""
         out = []
         skip = self._skip
@@ -471,13 +378,14 @@ class WhisperStream(RecognizerStream):
             out.append(Word(text, a, b, float(w.probability)))
         return out
 
-    def _text(self, tokens: list[int], u: _Utterance, lang: str) -> str:
+    def _text(self, tokens: list[int], u: UtteranceState, lang: str) -> str:
         """Shown text of an utterance's tokens (after the carried ones: without the punctuation that
         closes the carried text)."""
         text = tidy(self.model.decode_text(tokens), lang)
-        return text.lstrip(_CLOSING + " ") if u.carry else text
+        return text.lstrip(CLOSING + " ") if u.carry else text
 
-    def _publish(self, u: _Utterance, out: WhisperOutput, lang: str, final: bool, end_sample: int) -> Revision | None:
+    def _publish(self, u: UtteranceState, out: WhisperOutput, lang: str, final: bool,
+                 end_sample: int) -> Revision | None:
         dec = self.model.decode_text
         committed = self._text((u.trimmed + u.committed)[u.carry:], u, lang)
         if final and u.redecoded and not committed.startswith(u.pub_committed):
