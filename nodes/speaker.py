@@ -48,6 +48,7 @@ class _Stream:
     gate: VadGate                   # the VAD events that wait for their audio, and the VAD's watermark
     speaker: SpeakerStream
     ended: bool = False             # the audio input ended
+    vad_ended: bool = False         # the VAD input ended (END_OF_STREAM)
 
 
 class SpeakerNode(StreamNode[_Stream]):
@@ -146,16 +147,24 @@ class SpeakerNode(StreamNode[_Stream]):
         self._advance(st)
 
     def on_control(self, port: str, ctrl: Control) -> None:
-        """END_OF_STREAM / FLUSH on ``vad`` apply the stream's held events and close its open utterance
-        (at the last sample of audio that arrived); on ``audio`` they mark its audio complete."""
+        """END_OF_STREAM: once both inputs of a stream ended (or the other one is not connected), its held
+        events are applied and its open utterance closes at the last sample of audio; until then windows
+        still wait for the VAD's watermarks, so the order in which the two ends arrive (over ZeroMQ, any)
+        changes nothing. FLUSH on ``vad`` applies the held events and closes the utterance now; on
+        ``audio`` it marks the audio complete."""
         if ctrl.kind not in (ControlKind.FLUSH, ControlKind.END_OF_STREAM):
             return
+        eos = ctrl.kind is ControlKind.END_OF_STREAM
         for sid in self.targets(ctrl):
             st = self.streams[sid]
             if port == "audio":
                 st.ended = True
-            self._advance(st, force=port == "vad")
-            if port == "vad":
+            elif eos and port == "vad":
+                st.vad_ended = True
+                st.gate.mark = None          # no watermark will come: audio no longer waits for one
+            done = self._vad_done(st) if eos else port == "vad"
+            self._advance(st, force=done)
+            if done and (port == "vad" or eos):
                 self._send(st, st.speaker.end(st.speaker.audio_end))
 
     def on_stop(self) -> None:
@@ -165,10 +174,15 @@ class SpeakerNode(StreamNode[_Stream]):
             self._send(st, st.speaker.end(st.speaker.audio_end))
 
     # ------------------------------------------------------------------ inside
+    def _vad_done(self, st: _Stream) -> bool:
+        """Both inputs of ``st`` are complete: its audio ended, and its VAD ended or is not connected."""
+        connected = self.connected_inputs
+        return st.ended and (st.vad_ended or (connected is not None and "vad" not in connected))
+
     def _advance(self, st: _Stream, force: bool = False) -> None:
         """Embed the windows that are due and apply the events whose audio is in, in order (all of them,
-        and windows up to the audio's end, with ``force`` or once the audio ended)."""
-        force = force or st.ended
+        and windows up to the audio's end, with ``force`` or once both inputs ended)."""
+        force = force or self._vad_done(st)
         while True:
             self._send(st, st.speaker.step(st.gate.data_limit(st.speaker.audio_end, force)))
             ev = st.gate.pop_due(st.speaker.audio_end, force)

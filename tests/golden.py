@@ -30,10 +30,9 @@ Some outputs depend on thread scheduling by design (partials, the speaker node's
 deterministic (finals, utterance embeddings), which is what was seen identical run after run.
 * ``stdout``: the console sink's lines, in order per kind (VAD events, transcripts, ends of stream).
 
-Each transport has its own golden file. Over ZeroMQ a node's inputs arrive on separate sockets, and
-the speaker node's last utterance of a file depends on whether the audio's or the VAD's end of stream
-comes first (it can lose that utterance's embedding, or its label), run after run of the same code:
-over ZeroMQ the speaker's outputs and the speaker labels downstream are left out (``ZMQ_SPEAKER_RACE``).
+Each transport has its own golden file. Over ZeroMQ a node's inputs arrive on separate sockets, so the
+speaker node's sliding windows are cut at other watermarks from run to run: over ZeroMQ its embeddings
+and the scores derived from them are left out (``ZMQ_WINDOW_CUTS``); its labels are compared.
 
 ``RENAMED`` and ``DROPPED`` say how a refactoring changed message shapes on purpose; before comparing,
 both sides are brought to one form (:func:`normalize`), so a changed shape must still carry every old
@@ -98,19 +97,16 @@ ZMQ_FEEDS = {"Transcript": "fusion.transcripts", "LabeledTranscript": "fusion.tr
              "VadEvent": "vad.events", "SpeakerTurn": "speaker.turns", "SpeakerEmbedding": "speaker.embeddings",
              "ActiveSpeaker": "active.active"}
 
-# Over ZeroMQ the speaker node's audio and VAD events arrive on two sockets, and its last utterance of a
-# file depends on which end of stream comes first (it may lose that utterance's closing windows, or its
-# label): the same code gives either from run to run. Over ZeroMQ the speaker's outputs, and the speaker
-# labels of the fused transcripts and the console's finals, are left out; in-process they are compared.
-# So is a fused final's face_score over ZeroMQ: the mean over the active-speaker windows fusion holds when
-# the final goes out (the windows themselves are compared, and the face id).
-ZMQ_SPEAKER_RACE = ("speaker.turns", "speaker.embeddings", "fusion.transcripts")
-# In-process too, the speaker node's last utterance of a file races the end of its audio against the VAD's
-# events (which closing windows it gets): that utterance's speaker messages, and the speaker labels of the
-# transcript that ends last, are left out. Every earlier utterance is compared.
+# Over ZeroMQ the speaker node's audio and VAD events arrive on two sockets, and its sliding windows are
+# cut at the watermarks as they arrive: its embeddings and its turns' scores (and the fused finals'
+# speaker_score) differ in the last digits from run to run; they are left out over ZeroMQ (feed -> fields;
+# None: the whole feed). The labels (a turn's speaker and span, a final's and every word's speaker) are
+# compared. So is a fused final's face_score over ZeroMQ: the mean over the active-speaker windows fusion
+# holds when the final goes out (the windows themselves are compared, and the face id). (Before the speaker
+# node waited for both of its inputs' ends, a file's last utterance raced them and lost its label.)
+ZMQ_WINDOW_CUTS: dict[str, tuple[str, ...] | None] = {
+    "speaker.embeddings": None, "speaker.turns": ("score",), "fusion.transcripts": ("speaker_score", "face_score")}
 FACE_SCORE = re.compile(r" face (\d+) \([\d.]+\)")
-LAST_UTTERANCE_RACE = ("speaker.turns", "speaker.embeddings", "fusion.transcripts")
-FINAL_SPEAKER = re.compile(r"^(\[[^]]+\] [\d.]+-[\d.]+ s(?: face \d+(?: \([\d.]+\))?)?) [^:|]+:")
 
 # New type name -> (old type name, the fields the new type added, with the one value they may have to count
 # as absent).
@@ -271,27 +267,12 @@ def normalize(line: str) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
-def _without_speakers(line: str, also: tuple[str, ...] = ()) -> str:
-    """A fused transcript line without its speaker labels (and the fields ``also``; see ``ZMQ_SPEAKER_RACE``)."""
+def _without(line: str, fields: tuple[str, ...]) -> str:
+    """A message line without ``fields`` (see ``ZMQ_WINDOW_CUTS``)."""
     obj = json.loads(line)
-    for k in ("speaker", "speaker_score", *also):
+    for k in fields:
         obj.pop(k, None)
-    for w in obj.get("words", []):
-        w.pop("speaker", None)
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
-
-
-def _last_utterance_unlabelled(lines: list[str]) -> list[str]:
-    """Speaker messages of every utterance but the stream's last; fused transcripts with the last one's speaker
-    labels removed (see ``LAST_UTTERANCE_RACE``)."""
-    if not lines:
-        return lines
-    objs = [json.loads(x) for x in lines]
-    if objs[0]["type"] in ("SpeakerTurn", "SpeakerEmbedding"):
-        last = max(o["utterance_id"] for o in objs)
-        return [x for x, o in zip(lines, objs, strict=True) if o["utterance_id"] != last]
-    last_end = max(o["end_sample"] for o in objs)
-    return [_without_speakers(x) if o["end_sample"] == last_end else x for x, o in zip(lines, objs, strict=True)]
 
 
 def _same_but_numbers(a: list[str], b: list[str]) -> bool:
@@ -309,13 +290,11 @@ def compare(golden: dict[str, Any], got: dict[str, Any], transport: str = "inpro
         g, n = golden[part], got[part]
         for key in sorted(set(g) | set(n)):
             a, b = g.get(key, []), n.get(key, [])
-            if part == "messages" and transport == "zmq" and key.split("/")[0] in ZMQ_SPEAKER_RACE:
-                if key.startswith("speaker."):
+            if part == "messages" and transport == "zmq" and key.split("/")[0] in ZMQ_WINDOW_CUTS:
+                fields = ZMQ_WINDOW_CUTS[key.split("/")[0]]
+                if fields is None:
                     continue
-                a, b = [_without_speakers(x, ("face_score",)) for x in a], [_without_speakers(x, ("face_score",))
-                                                                             for x in b]
-            if part == "messages" and key.split("/")[0] in LAST_UTTERANCE_RACE:
-                a, b = _last_utterance_unlabelled(a), _last_utterance_unlabelled(b)
+                a, b = [_without(x, fields) for x in a], [_without(x, fields) for x in b]
             if part == "messages" and a != b:
                 a, b = [normalize(x) for x in a], [normalize(x) for x in b]
             if a == b or (part == "messages" and not exact and _same_but_numbers(a, b)):
@@ -325,10 +304,7 @@ def compare(golden: dict[str, Any], got: dict[str, Any], transport: str = "inpro
                          f"    golden: {a[first] if first < len(a) else '(none)'}\n"
                          f"    now:    {b[first] if first < len(b) else '(none)'}")
     g_out, n_out = _stdout_groups(golden["stdout"]), _stdout_groups(got["stdout"])
-    for groups in (g_out, n_out):   # speaker names: over ZeroMQ all of them, in-process the last final's
-        lines = groups.get("transcript", [])
-        groups["transcript"] = [FINAL_SPEAKER.sub(r"\1:", x) if transport == "zmq" or i == len(lines) - 1 else x
-                                for i, x in enumerate(lines)]
+    for groups in (g_out, n_out):
         if transport == "zmq" or not exact:
             groups["transcript"] = [FACE_SCORE.sub(r" face \1", x) for x in groups["transcript"]]
     for key in sorted(set(g_out) | set(n_out)):

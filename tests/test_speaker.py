@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from kikimimi.engine.messages import Header
+from kikimimi.engine.messages import Control, ControlKind, Header
 from kikimimi.engine.msgs.audio import AudioChunk
 from kikimimi.engine.msgs.speaker import SpeakerEmbedding, SpeakerTurn
 from kikimimi.engine.msgs.speech import VadEvent
@@ -260,3 +260,35 @@ def test_ami_streaming_labels_beat_one_label_on_the_reference_turns(
     assert ours is not None and oracle is not None
     assert oracle.der == pytest.approx(0.267, abs=0.001)
     assert ours.der < oracle.der
+
+
+@pytest.mark.slow
+def test_the_order_in_which_audio_and_vad_end_changes_nothing(data_dir: Path) -> None:
+    """Over ZeroMQ the VAD's END_OF_STREAM may come before the last audio (they travel on different sockets).
+    JFK's last utterance is still open when the file ends; it must be closed with all of its audio either way."""
+    audio = load16k(data_dir / "en" / "jfk" / "jfk.flac")
+    live = live_messages(audio)
+    eos = {p: (p, Control(Header("all", 0, -1, 0, "src"), ControlKind.END_OF_STREAM)) for p in ("audio", "vad")}
+    vad = [m for m in live if m[0] == "vad"]
+    pcm = [m for m in live if m[0] == "audio"]
+    orders = {"live, audio ends first": [*live, eos["audio"], eos["vad"]],
+              "vad ends before any audio": [*vad, eos["vad"], *pcm, eos["audio"]],
+              "audio ends before any vad": [*pcm, eos["audio"], *vad, eos["vad"]]}
+    got = {}
+    for name, msgs in orders.items():
+        node = SpeakerNode("spk", {"db": "none", "threads": 2})
+        node.connected_inputs = frozenset({"audio", "vad"})
+        out: list[object] = []
+        node.bind(lambda port, msg, out=out: out.append(msg))  # type: ignore[misc]
+        node.on_start()
+        for port, m in msgs:
+            (node.on_control if isinstance(m, Control) else node.on_message)(port, m)   # no on_stop: the ends do it
+        turns = [(t.speaker, t.start_sample, t.end_sample) for t in out if isinstance(t, SpeakerTurn) and t.final]
+        utts = [m for m in out if isinstance(m, SpeakerEmbedding) and m.kind == "utterance"]
+        got[name] = (turns, [(u.start_sample, u.end_sample) for u in utts], np.stack([u.vector for u in utts]))
+    first = got["live, audio ends first"]
+    assert first[0] and first[1][-1][1] >= len(audio) - RATE // 2     # the open utterance ran to the file's end
+    for name, (turns, spans, vecs) in got.items():
+        assert (turns, spans) == first[:2], name
+        cos = np.sum(vecs * first[2], axis=1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(first[2], axis=1)
+        assert cos.min() > 0.9, (name, cos)   # sliding windows are cut where the watermarks were: ~0.95 apart
