@@ -169,3 +169,14 @@ def test_finals_decoded_ahead_are_the_finals_decoded_after_the_silence(data_dir:
         else:
             assert used == discarded == 0
     assert len(out[True]) >= 3 and out[True] == out[False]
+
+
+@pytest.mark.slow
+def test_words_aligned_into_the_padding_do_not_cut_the_buffer_past_the_audio(data_dir: Path) -> None:
+    """With 29 s of padding Whisper base aligns words past the end of a partial's audio; the buffer was cut
+    there, and the final's window started after its end (RingError, the stream lost). The cut stops at the audio."""
+    audio = load_audio(data_dir / "en" / "librispeech" / "1998" / "1998-15444-0000.flac")
+    node = AsrNode("asr", {**DETERMINISTIC, "model": "base", "language": "en", "whisper.pad_ms": 29000})
+    out = [t for _, t in run_node(node, front_messages(audio)) if isinstance(t, Transcript)]
+    fin = finals(out)
+    assert len(fin) >= 2 and fin[-1].end_sample > len(audio) - RATE and all(t.committed for t in fin)

@@ -117,3 +117,16 @@ def test_memory_stays_flat_over_many_window_lengths(tiny: WhisperCT2, data_dir: 
     # Measured 0.00 MB in 3 runs on the loaded 2-core machine; 5 MB of room for allocator noise is a quarter of
     # what 30 unbucketed lengths cost (~20 MB), so the leak this guards against still fails it.
     assert growth < 5.0
+
+
+def test_finals_are_padded_to_30_s_on_request_and_on_a_gpu(tiny: WhisperCT2) -> None:
+    """``final_window_ms``: -1 pads a batch with a final as partials on the CPU (30 s costs latency there),
+    30 s on a GPU; a value is taken as given. The padded window is what the encoder gets."""
+    frames = np.full((300, tiny.n_bins), -1.0, np.float32)
+    req = WhisperRequest(None, True, frames, language="en")  # type: ignore[arg-type]
+    part = WhisperRequest(None, False, frames, language="en")  # type: ignore[arg-type]
+    assert tiny.device != "cpu" or tiny._features([req])[0].shape[2] == tiny._features([part])[0].shape[2] == 1000
+    padded = WhisperCT2(WhisperConfig("tiny.en", threads=2, final_window_ms=30000))
+    assert padded._features([req])[0].shape[2] == 3000
+    assert padded._features([part])[0].shape[2] == 1000
+    assert padded._features([part, req])[0].shape[2] == 3000

@@ -225,6 +225,7 @@ class WhisperStream(RecognizerStream):
                 start, carry, u.restart, context, prefix = w[0], 0, True, u.context, []
             else:
                 prefix = prefix[:carry]
+        start = min(start, end)
         frames = self._ring.view(start, end).copy()
         dur = (end - start) / FPS
         u.pending = True
@@ -359,7 +360,7 @@ class WhisperStream(RecognizerStream):
         u.words += self._map_words((out.words or [])[:n_words], start_frame, u)
         u.trimmed += u.committed[:n_tok]
         u.committed = u.committed[n_tok:]
-        u.buf_start = start_frame + round(cut_s * FPS)
+        u.buf_start = start_frame + round(min(cut_s, dur) * FPS)   # aligned words can reach into the padding
 
     def _map_words(self, words: list[AlignedWord], start_frame: int, u: UtteranceState) -> list[Word]:
         """Words of a window (from its first token on) on the stream's clock, carried words left out."""
