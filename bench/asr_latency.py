@@ -213,7 +213,7 @@ def analyse(res: dict[str, Any]) -> dict[str, Any]:
         "first": first, "final": final, "vad_wait": vad_wait, "q1_lag": max(q1, default=0.0),
         "q4_lag": max(q4, default=0.0),
         "rtf": res["asr"].decode_seconds / dur, "skipped": res["asr"].skipped_partials,
-        "corrections": res["asr"].corrections,
+        "corrections": res["asr"].corrections, "speculative": res["asr"].speculative_finals,
         "finals": finals, "rss": dict(col.rss), "n_utt": len(by_utt),
         "segments": [(e.start_sample, e.end_sample, t) for t, e in col.vad if e.kind is SpeechEventKind.SPEECH_END],
         "captured": col.captured,
@@ -311,7 +311,9 @@ def main() -> None:
                   f"of which "
                   f"the VAD's SPEECH_END came after median {med(a['vad_wait']):.2f} s (p90 {p90(a['vad_wait']):.2f})")
             print(f"  RTF {a['rtf']:.2f}; max lag first quarter {a['q1_lag']:.2f} s, last quarter {a['q4_lag']:.2f} s; "
-                  f"partials skipped for lag {a['skipped']}; finals that corrected committed text {a['corrections']}")
+                  f"partials skipped for lag {a['skipped']}; finals that corrected committed text {a['corrections']}; "
+                  f"finals decoded ahead and used {a['speculative'][0]}, decoded ahead for nothing "
+                  f"(speech resumed) {a['speculative'][1]}")
             print(f"  RSS after 1 min {first_min:.0f} MB, at the end ({max(rss) if rss else 0} min) {last_min:.0f} MB")
             print(f"  WER over the LibriSpeech clips {s_wer.rate:.2%} ({s_wer.length} words); JFK exact (up to case "
                   f"and punctuation): {s_jfk}")

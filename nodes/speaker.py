@@ -147,7 +147,7 @@ class SpeakerNode(StreamNode[_Stream]):
         self._advance(st)
 
     def on_control(self, port: str, ctrl: Control) -> None:
-        """END_OF_STREAM: once both inputs of a stream ended (or the other one is not connected), its held
+        """END_OF_STREAM: once a stream's audio and its VAD ended (a VAD not connected counts as ended), its held
         events are applied and its open utterance closes at the last sample of audio; until then windows
         still wait for the VAD's watermarks, so the order in which the two ends arrive (over ZeroMQ, any)
         changes nothing. FLUSH on ``vad`` applies the held events and closes the utterance now; on
@@ -162,9 +162,9 @@ class SpeakerNode(StreamNode[_Stream]):
             elif eos and port == "vad":
                 st.vad_ended = True
                 st.gate.mark = None          # no watermark will come: audio no longer waits for one
-            done = self._vad_done(st) if eos else port == "vad"
+            done = self._inputs_done(st) if eos else port == "vad"
             self._advance(st, force=done)
-            if done and (port == "vad" or eos):
+            if done:
                 self._send(st, st.speaker.end(st.speaker.audio_end))
 
     def on_stop(self) -> None:
@@ -174,7 +174,7 @@ class SpeakerNode(StreamNode[_Stream]):
             self._send(st, st.speaker.end(st.speaker.audio_end))
 
     # ------------------------------------------------------------------ inside
-    def _vad_done(self, st: _Stream) -> bool:
+    def _inputs_done(self, st: _Stream) -> bool:
         """Both inputs of ``st`` are complete: its audio ended, and its VAD ended or is not connected."""
         connected = self.connected_inputs
         return st.ended and (st.vad_ended or (connected is not None and "vad" not in connected))
@@ -182,7 +182,7 @@ class SpeakerNode(StreamNode[_Stream]):
     def _advance(self, st: _Stream, force: bool = False) -> None:
         """Embed the windows that are due and apply the events whose audio is in, in order (all of them,
         and windows up to the audio's end, with ``force`` or once both inputs ended)."""
-        force = force or self._vad_done(st)
+        force = force or self._inputs_done(st)
         while True:
             self._send(st, st.speaker.step(st.gate.data_limit(st.speaker.audio_end, force)))
             ev = st.gate.pop_due(st.speaker.audio_end, force)

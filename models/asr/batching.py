@@ -50,7 +50,6 @@ class BatchDecoder:
         self.decode_calls = 0
         self.decode_seconds = 0.0
         self.skipped_partials = 0
-        self.speculative_decodes = 0
 
     def pump(self, streams: Collection[T], partial: bool, lagging: Callable[[T], bool],
              send: Callable[[T, Revision], None], only: T | None = None, release: bool = False,
@@ -100,7 +99,6 @@ class BatchDecoder:
         if req is None:
             return False
         stream.keep(req, self._decode([req])[0])
-        self.speculative_decodes += 1
         return True
 
     def _decode(self, requests: list[DecodeRequest]) -> list[object]:
