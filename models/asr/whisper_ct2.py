@@ -13,10 +13,12 @@ Padding: Whisper was trained on 30 s windows, and padding every input to 30 s is
 utterances expensive. A window is padded with silence (the log-mel of zeros, then Whisper's
 normalization over the window) to ``len + pad_frames`` but at least ``min_frames``, rounded up to a
 multiple of ``bucket_frames``; a batch with a final in it to at least ``final_window_ms`` (by default 30 s
-on a GPU, as partials on the CPU). Measured on this 2-core CPU: live finals padded to 30 s score exactly
-faster-whisper's whole-clip WER with base (12.99 %, bench/asr_latency.py; 13.39 % padded to 10 s), and on
-the 70 LibriSpeech clips at full speed 12.46 % against faster-whisper's 12.21 % (13.52 % padded to 10 s),
-but the final then comes 1.83 s after the end of speech instead of 0.92 s (tiny.en: 0.96 s against 0.63 s).
+on a GPU, 20 s on the CPU). Measured on this 2-core CPU on the 70 LibriSpeech clips at full speed
+(bench/batch_vs_offline.py --streaming; faster-whisper beam 1: base 12.21 %, tiny.en 14.51 %), base's finals
+score 13.52 % padded to 10 s, 12.95 % to 15 s, 12.79 % to 20 s and 12.46 % to 30 s; tiny.en 13.77 % at 10 s and
+14.34 % at 20 s. Live (bench/asr_latency.py) base's final comes a median 0.92 s after the end of speech at 10 s,
+1.08 s at 20 s and 1.83 s at 30 s (tiny.en 0.63, 0.74 and 0.96 s): at 20 s both models are within 1 point of
+faster-whisper and within their latency targets (1.5 s and 0.8 s); at 30 s neither is within its target.
 The rounding bounds memory: CTranslate2 keeps buffers for every encoder
 input length it has seen, so unrounded lengths (any of 2000) grew the process by about 0.7 MB per new
 length, +90 MB over a 10-minute session with tiny.en; with 1 s buckets there are at most 21. Measured on the 70
@@ -188,7 +190,7 @@ PARAMS: tuple[Param, ...] = (
           max=30000),
     Param("final_window_ms", int, -1, "final decodes are padded to at least this long (ms): 30000 is "
           "Whisper's own window, as offline decoding pads (a final then reads as faster-whisper's transcribe() "
-          "of the same audio; it costs final latency on a CPU); -1: 30000 on a GPU, min_window_ms on the CPU",
+          "of the same audio; it costs final latency on a CPU); -1: 30000 on a GPU, 20000 on the CPU",
           min=-1, max=30000),
     Param("bucket_ms", int, 1000, "padded window lengths are rounded up to a multiple of this (ms): a "
           "few lengths keep the model's per-shape buffers (memory) bounded", min=10, max=30000),
@@ -271,7 +273,7 @@ class WhisperCT2(Recognizer):
         self.multilingual = bool(self.model.is_multilingual)
         self.beam_size = cfg.beam_size
         self.pad_frames, self.min_frames = cfg.pad_ms // 10, cfg.min_window_ms // 10
-        final_ms = cfg.final_window_ms if cfg.final_window_ms >= 0 else 30000 if self.device == "cuda" else 0
+        final_ms = cfg.final_window_ms if cfg.final_window_ms >= 0 else 30000 if self.device == "cuda" else 20000
         self.final_min_frames = max(self.min_frames, final_ms // 10)
         self.bucket_frames = max(1, cfg.bucket_ms // 10)
         self.max_window = MAX_FRAMES - self.pad_frames
