@@ -224,7 +224,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     restore = install_stop_signals(interrupts.stop, interrupts.abort)   # for the whole batch, between files too
     try:
         transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model, args.language,
-                   args.backend, Progress(sys.stderr), interrupts)
+                   args.backend, Progress(sys.stderr), interrupts, args.set or [])
     finally:
         restore()
     return ABORTED_EXIT if interrupts.requested else 0
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output", help="write here instead of stdout (vtt/srt with several files: a folder)")
     tr.add_argument("--graph", default="default",
                     help="graph to run (default: the bundled default graph, the same one `run` uses)")
+    tr.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
+                    help="set a node parameter (repeatable; wins over the batch settings), e.g. "
+                         "--set asr.whisper.final_window_ms=30000")
     tr.set_defaults(func=cmd_transcribe)
 
     # ``kikimimi speakers ...``: enrollment database commands (launch/speakers.py)

@@ -121,11 +121,12 @@ def recognizer(spec: GraphSpec, role: str = TRANSCRIPTS) -> NodeSpec:
 
 
 def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
-                     backend: str | None = None) -> GraphSpec:
+                     backend: str | None = None, settings: Sequence[str] = ()) -> GraphSpec:
     """``base`` (the default graph) set up to transcribe ``path``: file input at speed 0, every node's batch
     settings (:meth:`GraphSpec.batch`: finals only, beam search, whole sentences), recognizer options, sinks
-    left out. The graph must name its ``transcripts`` output (GraphError says how, if not)."""
-    from kikimimi.launch.cli import apply_overrides
+    left out, then ``settings`` (``NODE.PARAM=VALUE``, as ``run --set``; they win over the batch settings).
+    The graph must name its ``transcripts`` output (GraphError says how, if not)."""
+    from kikimimi.launch.cli import apply_overrides, apply_settings
 
     base.output(TRANSCRIPTS)
     spec = apply_overrides(base, path, None, 0.0, "inproc")
@@ -141,7 +142,7 @@ def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, langu
     sinks = spec.sinks()
     if sinks:
         spec = spec.without_nodes(sinks)
-    return spec.batch()
+    return apply_settings(spec.batch(), list(settings))
 
 
 def media_duration(path: str) -> float | None:
@@ -226,12 +227,12 @@ class Interrupts:
 
 def run_file(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
              backend: str | None = None, progress: Progress | None = None,
-             interrupts: Interrupts | None = None) -> FileResult:
+             interrupts: Interrupts | None = None, settings: Sequence[str] = ()) -> FileResult:
     """Transcribe one file through the streaming graph; its final transcripts in order. ``interrupts``
     stops or aborts it (what was heard until then is kept)."""
     from kikimimi.engine.runner import GraphFailed, Runner
 
-    spec = transcribe_graph(base, path, model, language, backend)
+    spec = transcribe_graph(base, path, model, language, backend, settings)
     t0 = time.perf_counter()
     runner = Runner(spec)
     collector = TranscriptCollector()
@@ -292,8 +293,10 @@ def _write(text: str, path: Path | None) -> None:
 
 def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output: str | None = None,
                model: str | None = None, language: str | None = None, backend: str | None = None,
-               progress: Progress | None = None, interrupts: Interrupts | None = None) -> list[FileResult]:
-    """Transcribe ``files`` in order and write ``fmt`` to stdout or ``output``. After a request on
+               progress: Progress | None = None, interrupts: Interrupts | None = None,
+               settings: Sequence[str] = ()) -> list[FileResult]:
+    """Transcribe ``files`` in order and write ``fmt`` to stdout or ``output``; ``settings`` as in
+    :func:`transcribe_graph`. After a request on
     ``interrupts`` the file being transcribed ends where it stopped, is written, and no later file starts.
 
     text and jsonl: one stream of lines for all files (written as each file finishes when printing to
@@ -317,7 +320,7 @@ def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output:
         if interrupts is not None and interrupts.requested:
             log.warning("interrupted: %d of %d files transcribed", len(results), len(files))
             break
-        r = run_file(base, f, model, language, backend, progress, interrupts)
+        r = run_file(base, f, model, language, backend, progress, interrupts, settings)
         results.append(r)
         if out_dir is not None:
             _write(render([r], fmt), out_dir / f"{Path(f).stem}.{fmt}")

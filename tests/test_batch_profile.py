@@ -39,6 +39,19 @@ def test_transcribe_uses_the_batch_profile(data_dir: Path) -> None:
     assert spec.node("asr").params["partials"] is False and spec.node("vad").params["min_silence_ms"] == 1000
 
 
+def test_transcribe_settings_win_over_the_batch_profile(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``transcribe --set``: a node parameter the user sets is applied after the batch profile, so it wins
+    (beam 1 instead of the profile's 5); a bad one fails before any file is decoded, naming what is allowed."""
+    jfk = str(data_dir / "en/jfk/jfk.flac")
+    spec = transcribe_graph(resolve_graph("default"), jfk,
+                            settings=["asr.whisper.beam_size=1", "asr.whisper.final_window_ms=30000"])
+    asr = spec.node("asr").params
+    assert asr["whisper.beam_size"] == 1 and asr["whisper.final_window_ms"] == 30000 and asr["partials"] is False
+    assert main(["transcribe", "--set", "asr.whisper.final_window_ms=-2", jfk]) == 2
+    err = capsys.readouterr().err
+    assert "final_window_ms" in err and "-2" in err and capsys.readouterr().out == ""
+
+
 @pytest.mark.slow
 def test_transcribe_gives_the_same_bytes_on_every_run(data_dir: Path) -> None:
     """Two runs of the command, as a user makes them: speaker labels, word times and confidences included.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from kikimimi.models.asr.policy import CLAUSE_END, SENTENCE_END
 
 if TYPE_CHECKING:
-    from kikimimi.models.asr.whisper_ct2 import AlignedWord
+    from kikimimi.models.asr.whisper_config import AlignedWord
 
 CLOSING = "".join(SENTENCE_END + CLAUSE_END)
 """Punctuation that closes carried text (stripped from it, and from the front of the text after it)."""

@@ -10,7 +10,7 @@ from kikimimi.models.asr.carry import CarryPlan
 from kikimimi.models.asr.policy import LocalAgreement
 
 if TYPE_CHECKING:
-    from kikimimi.models.asr.whisper_ct2 import AlignedWord
+    from kikimimi.models.asr.whisper_config import AlignedWord
 
 
 @dataclass(eq=False)

@@ -13,12 +13,14 @@ Padding: Whisper was trained on 30 s windows, and padding every input to 30 s is
 utterances expensive. A window is padded with silence (the log-mel of zeros, then Whisper's
 normalization over the window) to ``len + pad_frames`` but at least ``min_frames``, rounded up to a
 multiple of ``bucket_frames``; a batch with a final in it to at least ``final_window_ms`` (by default 30 s
-on a GPU, 20 s on the CPU). Measured on this 2-core CPU on the 70 LibriSpeech clips at full speed
-(bench/batch_vs_offline.py --streaming; faster-whisper beam 1: base 12.21 %, tiny.en 14.51 %), base's finals
-score 13.52 % padded to 10 s, 12.95 % to 15 s, 12.79 % to 20 s and 12.46 % to 30 s; tiny.en 13.77 % at 10 s and
-14.34 % at 20 s. Live (bench/asr_latency.py) base's final comes a median 0.92 s after the end of speech at 10 s,
-1.08 s at 20 s and 1.83 s at 30 s (tiny.en 0.63, 0.74 and 0.96 s): at 20 s both models are within 1 point of
-faster-whisper and within their latency targets (1.5 s and 0.8 s); at 30 s neither is within its target.
+on a GPU; on the CPU :data:`CPU_FINAL_WINDOW_MS`: 20 s, 10 s for tiny.en). Measured on this 2-core CPU on the
+70 LibriSpeech clips at full speed (bench/batch_vs_offline.py --streaming; faster-whisper beam 1: base 12.21 %,
+tiny.en 14.51 %), base's finals score 13.52 % padded to 10 s, 12.95 % to 15 s, 12.79 % to 20 s and 12.46 % to
+30 s; tiny.en's 13.77 % at 10 s and 14.34 % at 20 s (batch, beam 5: 12.38 % and 13.20 %; on 10 of the clips
+13.04 % at 10 s, 17.39 % at 20 s, 13.48 % at 30 s). Live (bench/asr_latency.py) base's final comes a median
+0.92 s after the end of speech at 10 s, 1.08 s at 20 s and 1.83 s at 30 s (tiny.en 0.63, 0.74 and 0.96 s): at
+20 s base is within 1 point of faster-whisper and within its 1.5 s target; 30 s misses it. tiny.en is more
+accurate and faster at 10 s.
 The rounding bounds memory: CTranslate2 keeps buffers for every encoder
 input length it has seen, so unrounded lengths (any of 2000) grew the process by about 0.7 MB per new
 length, +90 MB over a 10-minute session with tiny.en; with 1 s buckets there are at most 21. Measured on the 70
@@ -32,7 +34,8 @@ word for word, ends the hypothesis; a run of tokens repeated back to back (three
 five of shorter runs) is cut to one copy; generated text that repeats 8 tokens of the prompt, the
 prefix or itself is cut there; the number of generated tokens is capped by the window's duration.
 
-The per-stream state (LocalAgreement, trimming, word timing on the stream's clock) is
+Its settings and request / output types are in :mod:`~kikimimi.models.asr.whisper_config` (imported here
+too). The per-stream state (LocalAgreement, trimming, word timing on the stream's clock) is
 :class:`~kikimimi.models.asr.whisper_stream.WhisperStream`.
 """
 
@@ -41,25 +44,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kikimimi.engine.errors import MissingDependency, ParamError
-from kikimimi.engine.params import Param, check_fields
 from kikimimi.models.asr.hallucination import find_loop
 from kikimimi.models.asr.language import best_allowed, decoding_language, parse_language
-from kikimimi.models.asr.policy import StreamPolicy
 from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, Recognizer, RecognizerStream
 from kikimimi.models.asr.resolve import ResolvedModel, resolve_model
 from kikimimi.models.asr.text import normalize
+from kikimimi.models.asr.whisper_config import (
+    PARAMS,
+    AlignedWord,
+    WhisperConfig,
+    WhisperOutput,
+    WhisperRequest,
+)
 from kikimimi.models.asr.whisper_stream import WhisperStream
 from kikimimi.models.weights import shared
 
 log = logging.getLogger("kikimimi.asr.whisper")
 
-DEVICES = ("auto", "cpu", "cuda")
 MAX_FRAMES = 3000                # Whisper's 30 s window
 SILENCE_LOG10 = -10.0            # log10 of the floor (1e-10): the log-mel of digital silence
 TIME_PRECISION = 0.02            # seconds per timestamp token
@@ -67,6 +73,8 @@ FRAMES_PER_SECOND = 100
 MAX_CONTEXT_TOKENS = 223         # Whisper's limit on previous-text tokens (max_length // 2 - 1)
 CONTEXT_BUCKETS = (0, 16, 32, 64, 128, MAX_CONTEXT_TOKENS)
 END_GUARD_S = 0.3
+CPU_FINAL_WINDOW_MS = {"": 20000, "tiny.en": 10000}
+"""``final_window_ms=-1`` on the CPU, by model name ("" = any other model): see the module docstring."""
 _TRAILING_PUNCT = set(".,!?:;\"')]}、。」』】…\uff0c\uff0e\uff01\uff1f\uff1a\uff1b\uff09")  # + fullwidth
 
 
@@ -112,129 +120,6 @@ def _language_codes() -> tuple[str, ...]:
     return tuple(_LANGUAGE_CODES)
 
 
-@dataclass(eq=False)
-class WhisperRequest(DecodeRequest):
-    """Decode ``frames`` (raw log10 mel, (n, n_mels)) after ``context`` tokens, forcing ``prefix`` tokens.
-
-    language: ISO code, or None to detect it. detect: also detect when ``language`` is set (the stream's
-    language under auto), and decode in the detected one when it wins with ``switch_probability`` over at
-    least ``switch_s`` of audio (:func:`~kikimimi.models.asr.language.decoding_language`). allowed: detection
-    only among these. want_words: align words. max_new_tokens: generation cap. kind: "partial", "advance" (a
-    long buffer must be cut) or "final".
-    """
-
-    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 80), np.float32))
-    context: list[int] = field(default_factory=list)
-    prefix: list[int] = field(default_factory=list)
-    language: str | None = None
-    want_words: bool = False
-    max_new_tokens: int = 100
-    kind: str = "partial"
-    detect: bool = False
-    allowed: tuple[str, ...] | None = None
-    switch_probability: float = 0.9
-    switch_s: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class AlignedWord:
-    """A word of the decoded text with its span in seconds from the window start."""
-
-    text: str
-    n_tokens: int
-    start_s: float
-    end_s: float
-    probability: float
-
-
-@dataclass(eq=False)
-class WhisperOutput:
-    """What one request decoded to.
-
-    tokens: the text tokens of prefix + generated text (timestamps removed, guards applied).
-    segment_ends: (text-token count, time in s) where a Whisper segment ended. words: aligned words of
-    ``tokens`` (want_words only). cost_s: wall time of the whole decode call. end_s: where (s from the
-    window start) the last kept segment ended by its timestamp, None if it did not say.
-    """
-
-    language: str
-    language_probability: float
-    tokens: list[int]
-    n_prefix: int
-    segment_ends: list[tuple[int, float]]
-    words: list[AlignedWord] | None
-    no_speech_prob: float
-    avg_logprob: float
-    cost_s: float
-    end_s: float | None = None
-
-
-PARAMS: tuple[Param, ...] = (
-    Param("beam_size", int, 1, "beam size (1 = greedy)", min=1, max=16),
-    Param("device", str, "auto", "where the model runs", choices=DEVICES),
-    Param("compute_type", str, "default", "CTranslate2 compute type; default: int8 on cpu, float16 on cuda"),
-    Param("threads", int, 0, "CPU threads for the model (0 = the library's default)", min=0, max=256),
-    Param("agreement", int, 2, "LocalAgreement-n: hypotheses that must agree to commit", min=2, max=5),
-    Param("commit_after_ms", int, 2000, "commit nothing before the utterance is this long (ms)", min=0),
-    Param("trim_after_s", float, 10.0, "cut the buffer at a committed segment end once it is this long (s)",
-          min=1.0, max=25.0),
-    Param("force_after_s", float, 20.0, "cut at any committed word once the buffer is this long (s)",
-          min=1.0, max=27.0),
-    Param("carry_s", float, 20.0, "an utterance that starts within 2 s of the previous one is decoded with up "
-          "to this much of the previous audio before it, that final's text forced as prefix (s; 0 = none)",
-          min=0.0, max=25.0),
-    Param("redecode_final", bool, True, "decode the final of an utterance again as a whole (the text partials "
-          "committed may be corrected); false: the final keeps the committed text and decodes only the rest"),
-    Param("pad_ms", int, 3000, "silence appended to each decode window (ms)", min=0, max=29000),
-    Param("min_window_ms", int, 10000, "decode windows are padded to at least this long (ms)", min=0,
-          max=30000),
-    Param("final_window_ms", int, -1, "final decodes are padded to at least this long (ms): 30000 is "
-          "Whisper's own window, as offline decoding pads (a final then reads as faster-whisper's transcribe() "
-          "of the same audio; it costs final latency on a CPU); -1: 30000 on a GPU, 20000 on the CPU",
-          min=-1, max=30000),
-    Param("bucket_ms", int, 1000, "padded window lengths are rounded up to a multiple of this (ms): a "
-          "few lengths keep the model's per-shape buffers (memory) bounded", min=10, max=30000),
-)
-"""The Whisper backend's parameters (the asr node takes them as ``whisper.NAME``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WhisperConfig:
-    """What :class:`WhisperCT2` loads and how it decodes: ``model`` (a name such as 'base' or 'tiny.en', a
-    faster-whisper name in the Hugging Face cache, or a path; see
-    :func:`~kikimimi.models.asr.resolve.resolve_model`) and the fields declared in :data:`PARAMS`."""
-
-    model: str = "base"
-    beam_size: int = 1
-    device: str = "auto"
-    compute_type: str = "default"
-    threads: int = 0
-    agreement: int = 2
-    commit_after_ms: int = 2000
-    trim_after_s: float = 10.0
-    force_after_s: float = 20.0
-    carry_s: float = 20.0
-    redecode_final: bool = True
-    pad_ms: int = 3000
-    min_window_ms: int = 10000
-    final_window_ms: int = -1
-    bucket_ms: int = 1000
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ParamError(f"whisper: model={self.model!r} is not allowed; allowed: a model name or path")
-        check_fields(self, PARAMS, "whisper")
-        if self.trim_after_s > self.force_after_s:
-            raise ParamError(f"whisper: trim_after_s={self.trim_after_s} is above force_after_s="
-                             f"{self.force_after_s}; allowed: trim_after_s <= force_after_s")
-
-    def policy(self) -> StreamPolicy:
-        """The per-stream commit and trimming policy these settings give."""
-        return StreamPolicy(agreement_n=self.agreement, trim_after_s=self.trim_after_s,
-                            force_after_s=self.force_after_s, commit_after_s=self.commit_after_ms / 1000,
-                            carry_s=self.carry_s, redecode_final=self.redecode_final)
-
-
 class WhisperCT2(Recognizer):
     """A Whisper model on CTranslate2, shared by every stream; see the module docstring.
 
@@ -273,7 +158,8 @@ class WhisperCT2(Recognizer):
         self.multilingual = bool(self.model.is_multilingual)
         self.beam_size = cfg.beam_size
         self.pad_frames, self.min_frames = cfg.pad_ms // 10, cfg.min_window_ms // 10
-        final_ms = cfg.final_window_ms if cfg.final_window_ms >= 0 else 30000 if self.device == "cuda" else 20000
+        final_ms = (cfg.final_window_ms if cfg.final_window_ms >= 0 else 30000 if self.device == "cuda"
+                    else CPU_FINAL_WINDOW_MS.get(self.resolved.name, CPU_FINAL_WINDOW_MS[""]))
         self.final_min_frames = max(self.min_frames, final_ms // 10)
         self.bucket_frames = max(1, cfg.bucket_ms // 10)
         self.max_window = MAX_FRAMES - self.pad_frames

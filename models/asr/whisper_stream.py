@@ -59,9 +59,10 @@ from kikimimi.models.asr.recognizer import AUTO, DecodeRequest, RecognizerStream
 from kikimimi.models.asr.speculation import Speculation
 from kikimimi.models.asr.text import is_unspaced, tidy
 from kikimimi.models.asr.utterance_state import UtteranceState
+from kikimimi.models.asr.whisper_config import AlignedWord, WhisperOutput, WhisperRequest
 
 if TYPE_CHECKING:
-    from kikimimi.models.asr.whisper_ct2 import AlignedWord, WhisperCT2, WhisperOutput, WhisperRequest
+    from kikimimi.models.asr.whisper_ct2 import WhisperCT2
 
 log = logging.getLogger("kikimimi.asr.whisper")
 
@@ -206,8 +207,6 @@ class WhisperStream(RecognizerStream):
         return None
 
     def _request(self, u: UtteranceState, end: int, kind: str) -> WhisperRequest:
-        from kikimimi.models.asr.whisper_ct2 import WhisperRequest
-
         assert self._ring is not None
         start, context, prefix, carry = u.buf_start, u.context + u.trimmed, list(u.committed), \
             max(0, u.carry - len(u.trimmed))
