@@ -47,6 +47,8 @@ def test_transcribe_settings_win_over_the_batch_profile(data_dir: Path, capsys: 
                             settings=["asr.whisper.beam_size=1", "asr.whisper.final_window_ms=30000"])
     asr = spec.node("asr").params
     assert asr["whisper.beam_size"] == 1 and asr["whisper.final_window_ms"] == 30000 and asr["partials"] is False
+    plain = transcribe_graph(resolve_graph("default"), jfk)
+    assert all(n.inputs == m.inputs for n, m in zip(spec.nodes, plain.nodes, strict=True))  # queues stay lossless
     assert main(["transcribe", "--set", "asr.whisper.final_window_ms=-2", jfk]) == 2
     err = capsys.readouterr().err
     assert "final_window_ms" in err and "-2" in err and capsys.readouterr().out == ""
