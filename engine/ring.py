@@ -82,6 +82,11 @@ class AudioRing:
         return self._write
 
     @property
+    def first_index(self) -> int:
+        """Absolute index of the first sample ever written (nothing exists before it)."""
+        return self._first
+
+    @property
     def oldest_index(self) -> int:
         """Absolute index of the oldest sample still held."""
         return max(self._first, self._write - self.capacity)

@@ -104,15 +104,12 @@ def test_fleurs_japanese_cer_streaming_within_2_points_of_offline(data_dir: Path
     assert o.rate < 0.35
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 13: speech in a file's first 20 ms is misheard: 1688-142285-0000 "
-                   "cut at its onset gives 'But as I and they say' for 'There's iron they say'; faster-whisper "
-                   "does the same on that audio and gets it right with 0.2 s of silence before it, which the "
-                   "window of an utterance at the very start of a stream does not have (lead_in_ms stops at 0)")
 def test_speech_at_the_very_start_of_a_file_is_kept(data_dir: Path, tmp_path: Path) -> None:
     """Clips cut so that speech begins in their first 20 ms (at the VAD's onset on the whole clip), through
-    ``kikimimi transcribe``'s path: the first word of the reference is the first word transcribed (issue 13
-    saw speech at 0.0 s reported at 2.59 s and its first words lost). The VAD finds such speech at 0.0 s."""
+    ``kikimimi transcribe``'s path, read as the whole clip reads: the same first word and no more errors than
+    the whole clip plus one word (issue 13 saw speech at 0.0 s reported at 2.59 s and its first words lost;
+    1688-142285-0000 cut at its onset read "But as I and they say" for "There's iron they say" until windows
+    at a stream's start got silence before them). The VAD finds such speech at 0.0 s."""
     import soundfile as sf
 
     from kikimimi.launch import transcribe as tr
@@ -120,6 +117,9 @@ def test_speech_at_the_very_start_of_a_file_is_kept(data_dir: Path, tmp_path: Pa
     from kikimimi.launch.subtitles import file_text
     from kikimimi.models.asr.text import normalize
     from kikimimi.models.vad.offline import speech_spans
+
+    def read(path: Path) -> str:
+        return file_text(tr.run_file(resolve_graph("default"), str(path), "tiny.en", "en").finals)
 
     clips = librispeech_subset(data_dir, per_speaker=1)[:4]
     for clip in clips:
@@ -129,8 +129,7 @@ def test_speech_at_the_very_start_of_a_file_is_kept(data_dir: Path, tmp_path: Pa
         assert onset > 4000                                     # these clips open with silence: cut it off
         path = tmp_path / f"{clip.path.stem}.wav"
         sf.write(str(path), audio[onset:], 16000, subtype="PCM_16")
-        text = file_text(tr.run_file(resolve_graph("default"), str(path), "tiny.en", "en").finals)
-        got, want = normalize(text).split(), normalize(clip.reference).split()
-        print(f"{clip.path.name} cut at {onset / 16000:.3f} s: {text}")
-        assert got[:1] == want[:1], (clip.path.name, text)
-        assert wer(clip.reference, text).rate < 0.3
+        cut, whole = read(path), read(clip.path)
+        print(f"{clip.path.name} cut at {onset / 16000:.3f} s: {cut}\n  whole: {whole}")
+        assert normalize(cut).split()[:1] == normalize(whole).split()[:1], (clip.path.name, cut, whole)
+        assert wer(clip.reference, cut).errors <= wer(clip.reference, whole).errors + 1, (clip.path.name, cut)

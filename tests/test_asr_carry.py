@@ -6,7 +6,7 @@ import numpy as np
 
 from kikimimi.models.asr.carry import final_window, plan_carry
 from kikimimi.models.asr.speculation import Speculation, same_request
-from kikimimi.models.asr.whisper_ct2 import AlignedWord, WhisperRequest
+from kikimimi.models.asr.whisper_config import AlignedWord, WhisperRequest
 
 FPS = 100
 TEXT = {1: " And", 2: " so", 3: " my", 4: " fellow", 5: " Americans", 6: ",", 7: "."}

@@ -87,11 +87,32 @@ def rss_mb() -> float:
 def test_padded_window_lengths_come_in_buckets(tiny: WhisperCT2) -> None:
     lengths = set()
     for n in range(1, 2701, 37):
-        batch, real = tiny._features([WhisperRequest(None, False, np.zeros((n, 80), np.float32), [], [], "en",  # type: ignore[arg-type]
+        batch, real, _ = tiny._features([WhisperRequest(None, False, np.zeros((n, 80), np.float32), [], [], "en",  # type: ignore[arg-type]
                                                      False, 10, "partial")])
         assert real == [n] and batch.shape[2] >= n + tiny.pad_frames
         lengths.add(batch.shape[2])
     assert all(t % 100 == 0 for t in lengths) and len(lengths) <= 21
+
+
+def test_lead_silence_goes_before_the_frames_and_times_stay_on_them(tiny: WhisperCT2, data_dir: Path) -> None:
+    mel = whisper_log10_mel(load_audio(data_dir / "en" / "librispeech" / "1688" / "1688-142285-0003.flac"))
+    batch, real, leads = tiny._features([WhisperRequest(None, False, mel, [], [], "en", False, 10, "partial",  # type: ignore[arg-type]
+                                                        lead_frames=20)])
+    assert real == [20 + len(mel)] and leads == [20]
+    lead, speech = batch[0, :, :20], batch[0, :, 20:real[0]]
+    assert np.all(lead == lead[:, :1])                                   # one spectrum, repeated
+    assert np.all(np.median(speech, axis=1) > lead[:, 0])                # below the window's typical level
+    assert np.mean(lead[:, 0]) < np.mean(np.median(speech, axis=1)) - 0.8 / 4
+    noise = whisper_log10_mel(np.random.default_rng(1).normal(0, 0.05, 48000).astype(np.float32))
+    _, real, leads = tiny._features([WhisperRequest(None, False, noise, [], [], "en", False, 10, "partial",  # type: ignore[arg-type]
+                                                    lead_frames=20)])
+    assert leads == [0] and real == [len(noise)]            # stationary noise: no onset put before it
+    plain, led = tiny.decode([WhisperRequest(None, True, mel, [], [], "en", True, 80, "final"),  # type: ignore[arg-type]
+                              WhisperRequest(None, True, mel, [], [], "en", True, 80, "final",  # type: ignore[arg-type]
+                                             lead_frames=20)])
+    assert plain.words and led.words and tiny.decode_text(led.tokens) == tiny.decode_text(plain.tokens)
+    for a, b in zip(plain.words, led.words, strict=True):   # the same words at the same times, not 0.2 s later
+        assert abs(a.start_s - b.start_s) < 0.1 and abs(a.end_s - b.end_s) < 0.1, (a, b)
 
 
 @pytest.mark.slow

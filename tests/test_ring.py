@@ -339,7 +339,7 @@ def test_read_copy_drops_samples_a_racing_write_may_have_touched() -> None:
 # ------------------------------------------------------------------------------------------ positions
 def test_start_index_and_reader_positions_are_absolute() -> None:
     ring = AudioRing(10, dtype=np.int64, start_index=1_000_000)
-    assert ring.write_index == ring.oldest_index == 1_000_000
+    assert ring.write_index == ring.oldest_index == ring.first_index == 1_000_000
     r = ring.reader()
     ring.write(ramp(1_000_000, 4))
     res = r.read()
@@ -352,6 +352,8 @@ def test_start_index_and_reader_positions_are_absolute() -> None:
     r.skip_to(1_000_001)
     res = r.read()
     assert res.start == 1_000_001 and res.lost == 0
+    ring.write(ramp(1_000_004, 20))
+    assert ring.oldest_index == 1_000_014 and ring.first_index == 1_000_000
 
 
 def test_reader_ahead_of_the_writer_waits_for_its_position() -> None:

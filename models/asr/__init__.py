@@ -6,6 +6,7 @@
   with its declared parameters and typed config.
 * :mod:`~kikimimi.models.asr.whisper_ct2`: Whisper through CTranslate2 (imported on use);
   :mod:`~kikimimi.models.asr.whisper_config` its settings, requests and outputs;
+  :mod:`~kikimimi.models.asr.whisper_words` its aligned words;
   :mod:`~kikimimi.models.asr.whisper_stream` its per-stream state (with carry, frame_ring, utterance_state,
   speculation).
 * :mod:`~kikimimi.models.asr.sphinx`: pocketsphinx with a JSGF grammar (imported on use).

@@ -28,7 +28,8 @@ class WhisperRequest(DecodeRequest):
     language under auto), and decode in the detected one when it wins with ``switch_probability`` over at
     least ``switch_s`` of audio (:func:`~kikimimi.models.asr.language.decoding_language`). allowed: detection
     only among these. want_words: align words. max_new_tokens: generation cap. kind: "partial", "advance" (a
-    long buffer must be cut) or "final".
+    long buffer must be cut) or "final". lead_frames: silence put before ``frames`` (Whisper mishears speech
+    that begins at the very start of its window); the output's times stay measured from the first of ``frames``.
     """
 
     frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 80), np.float32))
@@ -42,6 +43,7 @@ class WhisperRequest(DecodeRequest):
     allowed: tuple[str, ...] | None = None
     switch_probability: float = 0.9
     switch_s: float = 2.0
+    lead_frames: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,14 @@ log = logging.getLogger("kikimimi.asr.whisper")
 
 FPS = 100
 SILENCE_LOG10 = -10.0
+START_LEAD_FRAMES = 20
+START_LEAD_WITHIN = 5
+"""A window that starts less than ``START_LEAD_WITHIN`` frames after the stream's first one (speech from the
+first few milliseconds of a file: the VAD's span had no room for its pre-roll) asks for a lead of
+``START_LEAD_FRAMES`` minus that many frames (:class:`~kikimimi.models.asr.whisper_config.WhisperRequest`):
+Whisper (faster-whisper's transcribe() too) mishears speech that begins at the very start of its window
+("There's iron they say" -> "But as I and they say" on a LibriSpeech clip cut at its onset; 0.2 s of silence
+before it fixes that). A later start gets none: JFK (a window at 0.12 s) read "asked not to ask what" with it."""
 
 
 class WhisperStream(RecognizerStream):
@@ -229,11 +237,14 @@ class WhisperStream(RecognizerStream):
         dur = (end - start) / FPS
         u.pending = True
         sl = self.stream_language
+        after = start - self._ring.first_index
+        lead = START_LEAD_FRAMES - after if after < START_LEAD_WITHIN else 0
         req = WhisperRequest(self, kind == "final", frames, context, prefix,
                              u.language or sl.current, want_words=kind != "partial" or dur >= self.policy.trim_after_s,
                              max_new_tokens=int(24 + 12 * dur), kind=kind, detect=u.language is None,
                              allowed=self.language.allowed, switch_probability=sl.switch_probability,
-                             switch_s=sl.switch_s)
+                             switch_s=sl.switch_s,
+                             lead_frames=lead)
         req.utt = u  # type: ignore[attr-defined]
         req.carry = carry  # type: ignore[attr-defined]
         req.start_frame = start  # type: ignore[attr-defined]
