@@ -1,15 +1,17 @@
 """Reading audio and video files as the graph's ``file_source`` plays them.
 
-:class:`MediaReader` reads a file in the order ``file_source`` emits it, without pacing: audio files (wav,
-flac, ogg) block by block with soundfile, resampled with a streaming ``soxr.ResampleStream`` (the chunks
-join seamlessly, a long file is never loaded whole); video containers (mp4, mpg, mkv, webm, avi, mov)
-packet by packet with PyAV, the audio through ``av.AudioResampler`` to the target rate and (with
+:class:`MediaReader` reads a file in the order ``file_source`` emits it, without pacing: files libsndfile
+reads (wav, flac, ogg, mp3 ...) block by block with soundfile, resampled with a streaming
+``soxr.ResampleStream`` (the chunks join seamlessly, a long file is never loaded whole); anything else FFmpeg
+reads (mp4, m4a, webm, mpg, mkv ...) packet by packet with PyAV (which one is decided by the content,
+:func:`media_kind`, not the file name), the audio through ``av.AudioResampler`` to the target rate and (with
 ``video``) the pictures as bgr24. Audio comes in :class:`AudioPiece` s of exactly ``chunk_ms`` (the last
 may be shorter) whose sample indices count from 0 with no gaps. A :class:`VideoPicture` 's sample index is
 the audio sample at its presentation time, counted from the start of the audio track (pictures before it
 are pinned to sample 0); pictures are held back until the audio before them is out (at most
 :data:`MAX_HELD_FRAMES`), so the items come in time order. A packet FFmpeg cannot decode gives a
-:class:`PacketSkipped` and the reading goes on.
+:class:`PacketSkipped` and the reading goes on; a file that cannot be read further (truncated or damaged)
+ends there, what was decoded before is kept, and :attr:`MediaReader.broken` says why.
 
 :func:`read_container_audio` reads a container's whole audio at once, mixed to mono the way the reader
 does it: resampled with the file's own channel layout, channels averaged ((L + R) / 2). PyAV's own
@@ -35,22 +37,50 @@ from kikimimi.engine.errors import KikimimiError, MissingDependency, ParamError
 from kikimimi.models.pcm import downmix
 from kikimimi.models.rechunk import CHUNK_MS_CHOICES, Rechunker
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-AV_EXTENSIONS = (".mp4", ".mpg", ".mkv", ".webm", ".avi", ".mov")
+NOT_MEDIA_FORMATS = ("tty", "image2", "ansi", "bin", "xbin", "idf", "adf")
+"""FFmpeg demuxers whose "video" is a picture or text (with ``*_pipe``): such a file is not a recording."""
 MAX_HELD_FRAMES = 64
 """Video frames held back waiting for audio before they are released anyway (badly interleaved files)."""
 
 
-def check_media_path(path: str | Path) -> Path:
-    """The path as a Path; FileNotFoundError or ParamError (naming the allowed extensions) if unusable."""
+def media_kind(path: str | Path) -> str:
+    """How ``path`` is read, decided by its content, not its name: ``"soundfile"`` (libsndfile reads it: wav,
+    flac, ogg, mp3 ...) or ``"av"`` (FFmpeg through PyAV finds an audio or video track in it: mp4, m4a, webm,
+    mpg ...). FileNotFoundError if it is missing; ParamError if it is a directory or not an audio or video file;
+    MissingDependency if only PyAV could tell and it is not installed."""
     p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in AUDIO_EXTENSIONS + AV_EXTENSIONS:
-        raise ParamError(f"path {str(path)!r} has unsupported extension {ext or '(none)'!r}; allowed: "
-                         f"{', '.join(AUDIO_EXTENSIONS + AV_EXTENSIONS)}")
+    if p.is_dir():
+        raise ParamError(f"{str(path)!r} is a directory, not an audio or video file")
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
-    return p
+    try:
+        import soundfile
+
+        soundfile.info(str(p))
+        return "soundfile"
+    except (RuntimeError, OSError, ImportError):
+        pass
+    try:
+        import av
+    except ImportError:
+        raise MissingDependency(f"{str(path)!r} is not an audio file libsndfile reads; PyAV (for video containers "
+                                "and other compressed audio)", "pip install 'kikimimi[av]'") from None
+    try:
+        with av.open(str(p)) as c:
+            fmt = c.format.name
+            if c.streams.audio or (c.streams.video and fmt not in NOT_MEDIA_FORMATS and not fmt.endswith("_pipe")):
+                return "av"
+    except (av.error.FFmpegError, OSError, ValueError):
+        pass
+    raise ParamError(f"{str(path)!r} is not an audio or video file (neither libsndfile nor FFmpeg can read "
+                     "an audio or video track from it)")
+
+
+def check_media_path(path: str | Path) -> Path:
+    """The path as a Path, if it is an audio or video file (see :func:`media_kind`); FileNotFoundError or
+    ParamError (saying what is wrong) if not."""
+    media_kind(path)
+    return Path(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +158,17 @@ class _SoundfileDecoder:
         self.has_audio = True
         self.has_video = False
         self.done = False
+        self.broken: str | None = None
 
     def read(self) -> tuple[np.ndarray, list[_Frame], str | None]:
-        """The next block of float32 audio at the target rate (possibly empty); sets ``done`` at the end."""
-        x = self._f.read(self._block, dtype="float32", always_2d=True)
-        last = x.shape[0] < self._block
+        """The next block of float32 audio at the target rate (possibly empty); sets ``done`` at the end, and at
+        a decoding error (a damaged or truncated file), with ``broken`` saying why: what was read is kept."""
+        try:
+            x = self._f.read(self._block, dtype="float32", always_2d=True)
+        except RuntimeError as e:   # soundfile.LibsndfileError: "flac decoder lost sync" and the like
+            self.broken = str(e) or type(e).__name__
+            x = np.zeros((0, self._f.channels), np.float32)
+        last = self.broken is not None or x.shape[0] < self._block
         if self._mono:
             x = downmix(x)
         if self._rs is not None:
@@ -171,6 +207,7 @@ class _AvDecoder:
         self.has_video = self._v is not None
         self.channels = 1 if mono or self._a is None else len(self._a.layout.channels)
         self.done = False
+        self.broken: str | None = None
 
     def read(self) -> tuple[np.ndarray, list[_Frame], str | None]:
         """Audio and video decoded from the next packet (and why it could not be, if so); at the end, what
@@ -178,7 +215,11 @@ class _AvDecoder:
         audio: list[np.ndarray] = []
         frames: list[_Frame] = []
         error = None
-        pkt = next(self._packets, None)
+        try:
+            pkt = next(self._packets, None)
+        except self._av.error.FFmpegError as e:   # the container itself is damaged: end here, keep what was read
+            self.broken = str(e) or type(e).__name__
+            pkt = None
         if pkt is None:
             self.done = True
             if self._a is not None:
@@ -220,15 +261,17 @@ class MediaReader:
     """A file's audio pieces and video pictures in time order; see the module docstring. ``read()`` gives the
     next item (None at the end); iterating gives them all. Close it (or use ``with``) when done.
 
-    Raises FileNotFoundError / ParamError for an unusable path or a container without the tracks asked for,
+    How it is read is decided by the content (:func:`media_kind`), not the file name. Raises FileNotFoundError /
+    ParamError for an unusable path (a directory, not an audio or video file) or a container without the tracks
+    asked for,
     :class:`MissingDependency` for a video container without PyAV. ``missing_video``: video was asked for but
     the file has none (only its audio is read)."""
 
     def __init__(self, path: str | Path, config: MediaConfig | None = None) -> None:
-        self.path = check_media_path(path)
+        self.path = Path(path)
         self.config = c = config if config is not None else MediaConfig()
         self._dec: _SoundfileDecoder | _AvDecoder
-        if self.path.suffix.lower() in AUDIO_EXTENSIONS:
+        if media_kind(self.path) == "soundfile":
             self._dec = _SoundfileDecoder(self.path, c.sample_rate, c.mono, c.chunk_ms)
         else:
             self._dec = _AvDecoder(self.path, c.sample_rate, c.mono, c.video)
@@ -238,6 +281,17 @@ class MediaReader:
         self._video: deque[_Frame] = deque()
         self._frame_index = 0
         self._closed = False
+
+    @property
+    def broken(self) -> str | None:
+        """Why the file ended early (it is damaged or truncated: what was decoded before is read as usual), or
+        None while it reads (or read) to its end."""
+        return self._dec.broken
+
+    @property
+    def position_s(self) -> float:
+        """Seconds of audio given out so far."""
+        return self._chunks.end / self.config.sample_rate
 
     def read(self) -> MediaItem | None:
         """The next audio piece, picture or skipped packet, reading as much of the file as that takes."""

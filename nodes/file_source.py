@@ -8,7 +8,9 @@ audio sample index at their presentation time, counted from the start of the aud
 it are pinned to sample 0), in time order. This node only paces them: each chunk is released when its last
 sample is "captured" on a :class:`ReplayClock` (real time at ``speed: 1``, as fast as possible at
 ``speed: 0``), each frame at its presentation time, and ``header.t_ns`` is that capture instant. An
-undecodable packet is skipped, counted (``error``) and logged.
+undecodable packet is skipped, counted (``error``) and logged. A file that cannot be read to its end (truncated
+or damaged) ends the stream where it breaks, with a warning: what was decoded before is played as usual.
+Whether a file is read with soundfile or PyAV is decided by its content, not its extension.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kikimimi.models.rechunk import CHUNK_MS_CHOICES
 
 
 def check_path(path: str) -> Path:
-    """The path as a Path; FileNotFoundError or ParamError (naming the allowed extensions) if unusable."""
+    """The path as a Path; FileNotFoundError, or ParamError if it is a directory or not an audio or video file."""
     try:
         return check_media_path(path)
     except ParamError as e:
@@ -40,7 +42,8 @@ def check_path(path: str) -> Path:
 
 
 class FileSource(Source):
-    """Plays a wav/flac/ogg file, or the audio (and optionally video) of an mp4/mpg/mkv/webm/avi/mov."""
+    """Plays an audio file (wav, flac, ogg, mp3, m4a, opus ...), or the audio (and optionally video) of a video
+    file (mp4, mpg, mkv, webm, avi, mov ...)."""
 
     kind = "file_source"
     help = "Plays an audio or video file as a paced live stream of AudioChunks (and VideoFrames)."
@@ -49,7 +52,8 @@ class FileSource(Source):
         PortSpec("video", (VideoFrame,), help="bgr24 frames (only with video: true)"),
     )
     params = (
-        Param("path", str, REQUIRED, "file to play (wav, flac, ogg, mp4, mpg, mkv, webm, avi, mov)"),
+        Param("path", str, REQUIRED,
+              "audio or video file to play (anything libsndfile or FFmpeg reads: wav, flac, mp3, m4a, mp4, ...)"),
         Param("stream_id", str, "file", "stream id written into every header"),
         Param("sample_rate", int, 16000, "output sample rate (Hz)", min=8000, max=48000),
         Param("channels", int, 1, "1 = downmix to mono (mean), 0 = keep the file's channels", choices=(1, 0)),
@@ -99,6 +103,9 @@ class FileSource(Source):
             return False
         item = reader.read()
         if item is None:
+            if reader.broken is not None:
+                self.log.warning("file_source: %s ends early, it is truncated or damaged (%s); kept the first %.1f s",
+                                 self.p.path, reader.broken, reader.position_s)
             return False
         if isinstance(item, PacketSkipped):
             self.stats.count_drop("error")

@@ -170,11 +170,31 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
         FileSource("src", {"path": str(missing)}, clock=ManualClock())
 
 
-def test_unsupported_extension_lists_the_allowed_ones(tmp_path: Path) -> None:
-    bad = tmp_path / "notes.txt"
-    bad.write_text("hello")
-    with pytest.raises(ParamError, match=r"'\.txt'.*\.wav, \.flac, \.ogg, \.mp4"):
+def test_files_are_judged_by_content_not_extension(data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.wav"
+    bad.write_text("hello, these are notes, not a recording\n" * 20)
+    with pytest.raises(ParamError, match=r"file_source: '.*notes\.wav' is not an audio or video file"):
         FileSource("src", {"path": str(bad)}, clock=ManualClock())
+    with pytest.raises(ParamError, match=r"file_source: '.*' is a directory, not an audio or video file"):
+        FileSource("src", {"path": str(tmp_path)}, clock=ManualClock())
+    renamed = tmp_path / "librispeech.data"           # a FLAC file with a name that says nothing
+    renamed.write_bytes((data_dir / LIBRI).read_bytes())
+    got = audio(run(FileSource("src", {"path": str(renamed)}, clock=ManualClock())))
+    want = audio(run(FileSource("src", {"path": str(data_dir / LIBRI)}, clock=ManualClock())))
+    assert np.array_equal(np.concatenate([c.samples for c in got]), np.concatenate([c.samples for c in want]))
+
+
+def test_a_truncated_file_keeps_what_was_decoded_with_a_warning(data_dir: Path, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    whole = (data_dir / LIBRI).read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[:len(whole) // 2])
+    chunks = audio(run(FileSource("src", {"path": str(cut), "chunk_ms": 100}, clock=ManualClock())))
+    full = audio(run(FileSource("src", {"path": str(data_dir / LIBRI), "chunk_ms": 100}, clock=ManualClock())))
+    assert 0.3 * len(full) < len(chunks) < 0.7 * len(full)
+    for a, b in zip(chunks[:-1], full, strict=False):          # what was decoded is the file's own audio
+        assert np.array_equal(a.samples, b.samples)
+    assert any("ends early, it is truncated or damaged" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(("params", "pattern"), [
@@ -191,9 +211,8 @@ def test_bad_params_name_value_and_allowed(data_dir: Path, params: dict, pattern
 
 def test_missing_pyav_gives_install_command(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
-    node = FileSource("src", {"path": str(data_dir / GRID)}, clock=ManualClock())
     with pytest.raises(MissingDependency, match=r"pip install 'kikimimi\[av\]'"):
-        node.on_start()
+        FileSource("src", {"path": str(data_dir / GRID)}, clock=ManualClock())
 
 
 def test_real_clock_paces_at_the_requested_speed(data_dir: Path) -> None:

@@ -46,8 +46,11 @@ def test_media_config_and_path_checks_name_the_value_and_what_is_allowed(tmp_pat
         MediaConfig(chunk_ms=25)
     with pytest.raises(ParamError, match=r"sample_rate=4000 is not allowed; allowed: an int, 8000 <= "):
         MediaConfig(sample_rate=4000)
-    with pytest.raises(ParamError, match=r"unsupported extension '.txt'; allowed: .wav, .flac"):
+    (tmp_path / "a.txt").write_text("not a recording\n")
+    with pytest.raises(ParamError, match=r"'.*a\.txt' is not an audio or video file"):
         check_media_path(tmp_path / "a.txt")
+    with pytest.raises(ParamError, match=r"is a directory, not an audio or video file"):
+        check_media_path(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such file"):
         check_media_path(tmp_path / "a.wav")
 
