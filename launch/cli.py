@@ -223,11 +223,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     interrupts = Interrupts()
     restore = install_stop_signals(interrupts.stop, interrupts.abort)   # for the whole batch, between files too
     try:
-        transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model, args.language,
-                   args.backend, Progress(sys.stderr), interrupts, args.set or [])
+        results = transcribe(args.files, resolve_graph(args.graph), args.format, args.output, args.model,
+                             args.language, args.backend, Progress(sys.stderr), interrupts, args.set or [],
+                             speakers=args.speakers)
     finally:
         restore()
-    return ABORTED_EXIT if interrupts.requested else 0
+    if interrupts.requested:
+        return ABORTED_EXIT
+    return 1 if any(r.error is not None for r in results) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,15 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("graph")
     check.set_defaults(func=cmd_check)
 
-    tr = sub.add_parser("transcribe", help="transcribe files with the streaming graph, as fast as possible")
-    tr.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    tr = sub.add_parser("transcribe", help="transcribe files with the streaming graph, as fast as possible",
+                        epilog="exit status: 0 all files transcribed; 1 some files failed (each named on stderr as "
+                               "'kikimimi: error: FILE: reason'; the others are written); 2 usage error (nothing "
+                               "run); 130 interrupted")
+    tr.add_argument("files", nargs="+", metavar="FILE",
+                    help="audio or video files (any format libsndfile or FFmpeg reads: wav, flac, mp3, m4a, ogg, "
+                         "webm, mp4, ...)")
     tr.add_argument("--model", help="asr model: a name (base, tiny.en, ...) or a path (default: the graph's)")
     tr.add_argument("--format", default="text", choices=["text", "jsonl", "vtt", "srt"],
                     help="text: 'path<TAB>text' per file; jsonl: one final transcript per line; vtt/srt: subtitles")
     tr.add_argument("--language", help="language: en, ja, ... ; auto (detected); auto:en,ja (detected among "
                     "those only) (default: the graph's)")
     tr.add_argument("--backend", help="asr backend (e.g. sphinx for grammar commands; default: the graph's)")
-    tr.add_argument("--output", help="write here instead of stdout (vtt/srt with several files: a folder)")
+    tr.add_argument("--output", help="write here instead of stdout; vtt/srt: a folder (a trailing '/', an existing "
+                                     "folder, or several files; made if missing) gets one FILE_STEM.vtt/.srt per "
+                                     "file")
+    tr.add_argument("--speakers", action="store_true",
+                    help="vtt/srt: put the speaker's name in each cue (WebVTT '<v NAME>', SRT 'NAME: ')")
     tr.add_argument("--graph", default="default",
                     help="graph to run (default: the bundled default graph, the same one `run` uses)")
     tr.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",

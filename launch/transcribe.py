@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -90,6 +91,8 @@ class FileResult:
     run_s: float = 0.0
     interrupted: bool = False
     """A signal stopped it: ``finals`` end where it stopped (and the files after it were not started)."""
+    error: str | None = None
+    """Why it could not be transcribed (None: it was)."""
 
 
 def _carries_transcripts(spec: GraphSpec, node: str, port: str) -> bool:
@@ -163,7 +166,10 @@ def media_duration(path: str) -> float | None:
 
 
 class Progress:
-    """A one-line progress bar on a terminal: ``[#####-----]  50%  name  6.0/12.0 s``; nothing otherwise."""
+    """A progress bar on a terminal, nothing otherwise: per file ``[#####-----]  50%  jfk.flac  5.5/11.0 s`` and, with
+    several files, overall ``| file 2/3 [###-------] 30% of 36.6 s``. :meth:`begin` gives the batch (each file's
+    duration, None if unknown), :meth:`update` the current file's progress, :meth:`done` clears the line after a
+    file (the next file's bar follows)."""
 
     def __init__(self, out: TextIO, enabled: bool | None = None, width: int = 30) -> None:
         self.out = out
@@ -171,27 +177,53 @@ class Progress:
         self.enabled = enabled if enabled is not None else bool(callable(isatty) and isatty())
         self.width = width
         self._last = ""
+        self._totals: list[float | None] = []
+        self._index = 0        # the file now running, in the batch (files done so far)
+
+    def begin(self, totals: Sequence[float | None]) -> None:
+        """A batch of ``len(totals)`` files starts; ``totals``: their durations in seconds (None: unknown)."""
+        self._totals = list(totals)
+        self._index = 0
+
+    def _bar(self, frac: float, width: int) -> str:
+        fill = int(min(max(frac, 0.0), 1.0) * width)
+        return f"[{'#' * fill}{'-' * (width - fill)}]"
+
+    def _overall(self, done_s: float) -> str:
+        n = len(self._totals)
+        if n < 2:
+            return ""
+        known = [t for t in self._totals if t]
+        text = f"  | file {min(self._index + 1, n)}/{n}"
+        if len(known) == n and self._index < n:
+            before = sum(t or 0.0 for t in self._totals[:self._index])
+            total = sum(known)
+            frac = (before + min(done_s, self._totals[self._index] or 0.0)) / total
+            text += f" {self._bar(frac, 10)} {frac * 100:3.0f}% of {total:.1f} s"
+        return text
 
     def update(self, label: str, done_s: float, total_s: float | None) -> None:
+        """The file now running, ``label``, has got ``done_s`` of its ``total_s`` seconds far."""
         if not self.enabled:
             return
         if total_s:
             frac = min(max(done_s / total_s, 0.0), 1.0)
-            fill = int(frac * self.width)
-            line = (f"[{'#' * fill}{'-' * (self.width - fill)}] {frac * 100:3.0f}%  {label}  "
-                    f"{done_s:.1f}/{total_s:.1f} s")
+            line = f"{self._bar(frac, self.width)} {frac * 100:3.0f}%  {label}  {done_s:.1f}/{total_s:.1f} s"
         else:
             line = f"{label}  {done_s:.1f} s"
+        line += self._overall(done_s)
         if line != self._last:
             self.out.write("\r" + line + "\x1b[K")
             self.out.flush()
             self._last = line
 
     def done(self) -> None:
+        """Clear the bar: the file ended (the next :meth:`update` is about the batch's next file)."""
         if self.enabled and self._last:
             self.out.write("\r\x1b[K")
             self.out.flush()
             self._last = ""
+        self._index += 1
 
 
 class Interrupts:
@@ -264,8 +296,8 @@ def run_file(base: GraphSpec, path: str, model: str | None = None, language: str
     return FileResult(path, tuple(finals), t1 - t0, t2 - t1, runner.stop_requested)
 
 
-def render(results: Sequence[FileResult], fmt: str) -> str:
-    """The whole output for ``fmt`` (vtt/srt: of one file)."""
+def render(results: Sequence[FileResult], fmt: str, speakers: bool = False) -> str:
+    """The whole output for ``fmt`` (vtt/srt: of one file; ``speakers``: cues name their speaker)."""
     if fmt == "text":
         return "".join(f"{r.path}\t{file_text(r.finals)}\n" for r in results)
     if fmt == "jsonl":
@@ -278,58 +310,147 @@ def render(results: Sequence[FileResult], fmt: str) -> str:
     if fmt in ("vtt", "srt"):
         if len(results) != 1:
             raise KikimimiError(f"--format {fmt} renders one file at a time, got {len(results)}")
-        cues = make_cues(results[0].finals)
+        duration = media_duration(results[0].path)
+        end_ms = None if duration is None else int(duration * 1000)
+        cues = make_cues(results[0].finals, speakers=speakers, end_ms=end_ms)
         return format_vtt(cues) if fmt == "vtt" else format_srt(cues)
     raise KikimimiError(f"--format {fmt!r} is not allowed; allowed: {', '.join(FORMATS)}")
 
 
-def _write(text: str, path: Path | None) -> None:
+@dataclass(frozen=True, slots=True)
+class OutputPlan:
+    """Where ``transcribe`` writes: stdout (both None), one ``file``, or one document per input in ``folder``."""
+
+    file: Path | None = None
+    folder: Path | None = None
+
+
+def _is_folder_name(output: str) -> bool:
+    return output.endswith(("/", os.sep)) or Path(output).is_dir()
+
+
+def plan_output(files: Sequence[str], fmt: str, output: str | None) -> OutputPlan:
+    """Check ``output`` before any work and say where the results go: ``None`` is stdout; a trailing slash or an
+    existing folder is a folder (made if missing, with vtt/srt only: one ``<file stem>.<fmt>`` per input, also
+    when several inputs are given with a new name); anything else is one file whose folder must exist.
+    KikimimiError naming the problem if the output cannot be written."""
+    if fmt not in FORMATS:
+        raise KikimimiError(f"--format {fmt!r} is not allowed; allowed: {', '.join(FORMATS)}")
+    per_file = fmt in ("vtt", "srt")
+    if output is None:
+        if per_file and len(files) > 1:
+            raise KikimimiError(f"--format {fmt} with {len(files)} files needs --output DIR (one .{fmt} per file)")
+        return OutputPlan()
+    path = Path(output)
+    if _is_folder_name(output) or (per_file and len(files) > 1):
+        if not per_file:
+            raise KikimimiError(f"--output {output}: --format {fmt} writes one file for all inputs, not a folder; "
+                                f"give a file name, e.g. {path / ('transcripts.' + ('txt' if fmt == 'text' else fmt))}")
+        if path.exists() and not path.is_dir():
+            raise KikimimiError(f"--output {output}: is a file; --format {fmt} with {len(files)} files needs a folder "
+                                f"(one .{fmt} per file)")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KikimimiError(f"--output {output}: cannot make the folder: {e.strerror or e}") from None
+        if not os.access(path, os.W_OK):
+            raise KikimimiError(f"--output {output}: the folder is not writable")
+        seen: dict[str, str] = {}
+        for f in files:
+            name = f"{Path(f).stem}.{fmt}"
+            if name in seen:
+                raise KikimimiError(f"--output {output}: {seen[name]} and {f} would both be written to {name}")
+            seen[name] = f
+        return OutputPlan(folder=path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise KikimimiError(f"--output {output}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise KikimimiError(f"--output {output}: not writable")
+    return OutputPlan(file=path)
+
+
+def _write(text: str, path: Path | None, report: TextIO) -> None:
     if path is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
         path.write_text(text, encoding="utf-8")
+        report.write(f"wrote {path}\n")
+        report.flush()
+
+
+def _fail(report: TextIO, path: str, reason: str) -> FileResult:
+    report.write(f"kikimimi: error: {path}: {reason}\n")
+    report.flush()
+    return FileResult(path, (), error=reason)
+
+
+def check_input(path: str) -> str | None:
+    """Why ``path`` cannot be transcribed (missing, a directory, not an audio or video file), or None."""
+    from kikimimi.models.media import media_kind
+
+    try:
+        media_kind(path)
+    except FileNotFoundError:
+        return "no such file"
+    except KikimimiError as e:
+        return str(e).replace(repr(path) + " ", "", 1)
+    return None
 
 
 def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output: str | None = None,
                model: str | None = None, language: str | None = None, backend: str | None = None,
                progress: Progress | None = None, interrupts: Interrupts | None = None,
-               settings: Sequence[str] = ()) -> list[FileResult]:
-    """Transcribe ``files`` in order and write ``fmt`` to stdout or ``output``; ``settings`` as in
-    :func:`transcribe_graph`. After a request on
-    ``interrupts`` the file being transcribed ends where it stopped, is written, and no later file starts.
+               settings: Sequence[str] = (), report: TextIO | None = None,
+               speakers: bool = False) -> list[FileResult]:
+    """Transcribe ``files`` in order and write ``fmt`` to stdout or ``output`` (see :func:`plan_output`, checked
+    before anything runs); ``settings`` as in :func:`transcribe_graph`. After a request on ``interrupts`` the
+    file being transcribed ends where it stopped, is written, and no later file starts.
 
-    text and jsonl: one stream of lines for all files (written as each file finishes when printing to
-    stdout). vtt and srt: one document per file; with several files ``output`` must be a folder (made
-    if missing) that receives ``<file stem>.vtt`` / ``.srt``.
+    text and jsonl: one stream of lines for all files (written as each file finishes when printing to stdout).
+    vtt and srt: one document per file (to stdout, a file, or ``<file stem>.vtt`` / ``.srt`` in a folder).
+
+    A file that cannot be transcribed (missing, a directory, not audio or video, a node failing on it) gets one
+    line ``kikimimi: error: FILE: reason`` on ``report`` (stderr) and a result with ``error`` set; the others go
+    on and are written. Each file written to disk is announced on ``report`` as ``wrote PATH``. ``speakers``: vtt
+    and srt cues name their speaker.
     """
-    if fmt not in FORMATS:
-        raise KikimimiError(f"--format {fmt!r} is not allowed; allowed: {', '.join(FORMATS)}")
-    for f in files:
-        if not Path(f).is_file():
-            raise KikimimiError(f"input file not found: {f}")
-    out_path = Path(output) if output is not None else None
-    out_dir: Path | None = None
-    if fmt in ("vtt", "srt") and len(files) > 1:
-        if out_path is None or (out_path.exists() and not out_path.is_dir()):
-            raise KikimimiError(f"--format {fmt} with {len(files)} files needs --output DIR (one .{fmt} per file)")
-        out_dir, out_path = out_path, None
-        out_dir.mkdir(parents=True, exist_ok=True)
+    report = report if report is not None else sys.stderr
+    plan = plan_output(files, fmt, output)
+    bad = {f: why for f in dict.fromkeys(files) if (why := check_input(f)) is not None}
     results: list[FileResult] = []
+    todo = [f for f in files if f not in bad]
+    if progress is not None:
+        progress.begin([media_duration(f) if progress.enabled else None for f in todo])
     for f in files:
         if interrupts is not None and interrupts.requested:
             log.warning("interrupted: %d of %d files transcribed", len(results), len(files))
             break
-        r = run_file(base, f, model, language, backend, progress, interrupts, settings)
+        if f in bad:
+            results.append(_fail(report, f, bad[f]))
+            continue
+        try:
+            r = run_file(base, f, model, language, backend, progress, interrupts, settings)
+        except (KikimimiError, OSError) as e:
+            results.append(_fail(report, f, str(e).removeprefix(f"{f}: ")))
+            continue
         results.append(r)
-        if out_dir is not None:
-            _write(render([r], fmt), out_dir / f"{Path(f).stem}.{fmt}")
-        elif out_path is None:
-            _write(render([r], fmt), None)
+        try:
+            if plan.folder is not None:
+                _write(render([r], fmt, speakers), plan.folder / f"{Path(f).stem}.{fmt}", report)
+            elif plan.file is None:
+                _write(render([r], fmt, speakers), None, report)
+        except OSError as e:
+            results[-1] = _fail(report, f, f"cannot write its result: {e}")
         if r.interrupted:   # Ctrl-C / SIGTERM: what was heard so far is written; the batch ends here
             log.warning("interrupted: %d of %d files transcribed, %s up to where it stopped",
                         len(results) - 1, len(files), f)
             break
-    if out_path is not None:
-        _write(render(results, fmt), out_path)
+    good = [r for r in results if r.error is None]
+    if plan.file is not None and good:
+        try:
+            _write(render(good, fmt, speakers), plan.file, report)
+        except OSError as e:
+            raise KikimimiError(f"--output {plan.file}: cannot write: {e}") from None
     return results

@@ -53,12 +53,17 @@ def test_timestamps() -> None:
 
 
 def test_one_cue_per_utterance_from_word_times() -> None:
-    cues = make_cues([final(0, [("Hello", 1.23, 1.5), ("world.", 1.6, 2.0)]), final(1, [("Bye.", 3.0, 3.4)])])
+    cues = make_cues([final(0, [("Hello", 1.23, 1.5), ("world.", 1.6, 2.0)]), final(1, [("Bye.", 3.0, 3.4)])],
+                     min_s=0)
     assert cues == [Cue(1230, 2000, "Hello world."), Cue(3000, 3400, "Bye.")]
     assert format_vtt(cues) == ("WEBVTT\n\n00:00:01.230 --> 00:00:02.000\nHello world.\n"
                                 "\n00:00:03.000 --> 00:00:03.400\nBye.\n")
     assert format_srt(cues) == ("1\n00:00:01,230 --> 00:00:02,000\nHello world.\n\n"
                                 "2\n00:00:03,000 --> 00:00:03,400\nBye.\n\n")
+    # By default a cue stays on screen for at least 1 s, where the next cue (or the media's end) leaves room.
+    held = make_cues([final(0, [("Hello", 1.23, 1.5), ("world.", 1.6, 2.0)]), final(1, [("Bye.", 3.0, 3.4)])])
+    assert held == [Cue(1230, 2230, "Hello world."), Cue(3000, 4000, "Bye.")]
+    assert make_cues([final(0, [("Bye.", 3.0, 3.4)])], end_ms=3600) == [Cue(3000, 3600, "Bye.")]
 
 
 def test_long_utterances_split_on_word_boundaries_by_time_and_length() -> None:
@@ -72,7 +77,8 @@ def test_long_utterances_split_on_word_boundaries_by_time_and_length() -> None:
 
 
 def test_cue_times_never_go_backwards() -> None:
-    cues = make_cues([final(0, [("one", 1.0, 2.0)]), final(1, [("two", 1.5, 1.5)]), final(2, [("three", 0.5, 0.6)])])
+    cues = make_cues([final(0, [("one", 1.0, 2.0)]), final(1, [("two", 1.5, 1.5)]), final(2, [("three", 0.5, 0.6)])],
+                     min_s=0)
     starts_ends = [(c.start_ms, c.end_ms) for c in cues]
     assert starts_ends == [(1000, 2000), (2000, 2001), (2001, 2002)]
 
@@ -96,7 +102,8 @@ def test_finals_without_words_and_empty_finals() -> None:
 def test_japanese_is_joined_without_spaces() -> None:
     ja = [final(0, [("今日は", 0.0, 0.5), ("晴れ", 0.5, 0.9)], "ja", ""), final(1, [("です。", 1.0, 1.4)], "ja", "")]
     assert file_text(ja) == "今日は晴れです。"
-    assert [c.text for c in make_cues(ja)] == ["今日は晴れ", "です。"]
+    assert [c.text for c in make_cues(ja, min_s=0)] == ["今日は晴れ", "です。"]
+    assert [c.text for c in make_cues(ja)] == ["今日は晴れです。"]     # a 0.4 s cue joins its neighbour
 
 
 def test_final_transcripts_with_words_round_trip_through_json() -> None:
@@ -243,7 +250,7 @@ def test_vtt_srt_and_jsonl(data_dir: Path, tmp_path: Path, capsys: pytest.Captur
 
 def test_usage_errors_name_the_problem(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli([str(tmp_path / "nope.flac")], capsys)
-    assert code == 2 and "input file not found" in err
+    assert code == 1 and err == f"kikimimi: error: {tmp_path / 'nope.flac'}: no such file\n"
     jfk = str(data_dir / JFK)
     code, _, err = cli(["--format", "srt", jfk, jfk], capsys)
     assert code == 2 and "--format srt with 2 files needs --output DIR" in err
