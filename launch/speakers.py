@@ -4,6 +4,7 @@
     kikimimi speakers list [--db PATH]
     kikimimi speakers remove NAME [--db PATH]
     kikimimi speakers verify FILE1 FILE2 [--db PATH] [--encoder ge2e|PATH] [--threshold X]
+                                    # exit status: 0 match, 1 no match, 2 error
     kikimimi speakers calibrate MANIFEST.tsv|DIR [--speakers A,B,...] [--max-files N] [--db PATH] [--encoder ...]
 
 Every file is embedded over its speech (two-stage VAD, then the encoder's sliding windows:
@@ -41,6 +42,8 @@ UNLABELLED = ("", "unknown", "?", "-")
 """Manifest speaker ids (without notes in parentheses) that do not name a speaker."""
 THREADS = 1
 """Encoder threads by default: a few files need no more, and several threads on a busy CPU are slower."""
+VERIFY_MATCH, VERIFY_NO_MATCH = 0, 1
+"""``speakers verify`` exit status (an error exits 2, as every ``kikimimi`` error does)."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -275,6 +278,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Print the two files' similarity and "match" / "no match"; exit status 0 match, 1 no match (2: an error,
+    from ``kikimimi``'s main), so a script can test it as ``if kikimimi speakers verify a b; then``."""
     missing = [f for f in (args.file1, args.file2) if not Path(f).is_file()]
     if missing:
         raise KikimimiError(f"no such file: {', '.join(missing)}")
@@ -284,10 +289,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     b, _ = _embed(encoder, args.file2)
     similarity = float(np.clip(np.dot(a.astype(np.float64), b.astype(np.float64)), -1.0, 1.0))
     threshold, where = resolve_threshold(db, encoder, args.threshold)
+    match = similarity >= threshold
     print(f"similarity {similarity:.4f}")
-    print("match" if similarity >= threshold else "no match")
+    print("match" if match else "no match")
     print(f"(threshold {_num(threshold)}, {where})")
-    return 0
+    return VERIFY_MATCH if match else VERIFY_NO_MATCH
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -359,7 +365,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     common(p, False)
     p.set_defaults(func=cmd_remove)
 
-    p = cmds.add_parser("verify", help="are two files the same speaker? (similarity, match / no match)")
+    p = cmds.add_parser("verify", help="are two files the same speaker? (similarity, match / no match; exit "
+                                       "status 0 match, 1 no match, 2 error)",
+                        description="Print the similarity of the two files' voices and 'match' or 'no match'. "
+                                    "Exit status: 0 match, 1 no match, 2 error.")
     p.add_argument("file1", metavar="FILE1")
     p.add_argument("file2", metavar="FILE2")
     p.add_argument("--threshold", type=_threshold_arg, metavar="X",

@@ -86,10 +86,31 @@ def test_verify_same_and_different_speakers(data_dir: Path, tmp_path: Path,
     assert lines[2] == "(threshold 0.75, encoder default)"
     rc, out, _ = run(capsys, "verify", str(data_dir / SAME[0]), str(data_dir / OTHER), "--db", str(db))
     lines = out.splitlines()
-    assert rc == 0 and lines[0].startswith("similarity ") and lines[1] == "no match"
+    assert rc == 1 and lines[0].startswith("similarity ") and lines[1] == "no match"   # exit 1: no match
     assert not db.exists()                       # verify never creates the database
     rc, out, _ = run(capsys, "verify", str(data_dir / SAME[0]), str(data_dir / OTHER), "--threshold", "0.5")
     assert rc == 0 and out.splitlines()[1:] == ["match", "(threshold 0.5, given with --threshold)"]
+
+
+@pytest.mark.slow
+def test_verify_exit_status_says_match_or_no_match(data_dir: Path, tmp_path: Path) -> None:
+    """Issue 14.8: verify exited 0 on "no match"; through the real command: 0 match, 1 no match, 2 error."""
+    import subprocess
+
+    from cli_helpers import CLI
+
+    def verify(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "speakers", "verify", *args, "--db", str(tmp_path / "none.sqlite3")],
+                              capture_output=True, text=True, timeout=180, check=False)
+
+    # Measured cosine of these two: ~0.63, under the encoder's default threshold 0.75; 0.5 makes it a match.
+    different = [str(data_dir / SAME[0]), str(data_dir / OTHER)]
+    proc = verify(*different)
+    assert (proc.returncode, proc.stdout.splitlines()[1]) == (1, "no match"), proc.stderr
+    proc = verify(*different, "--threshold", "0.5")
+    assert (proc.returncode, proc.stdout.splitlines()[1]) == (0, "match"), proc.stderr
+    proc = verify(str(data_dir / SAME[0]), str(tmp_path / "missing.wav"))
+    assert (proc.returncode, proc.stdout) == (2, "") and "missing.wav" in proc.stderr
 
 
 def test_usage_errors(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,7 +160,7 @@ def test_calibrate_then_verify_open_set(data_dir: Path, tmp_path: Path,
     assert rc == 0 and lines[0].startswith("similarity ") and lines[1] == "match"
     assert lines[2].startswith("(threshold 0.") and "calibrated on" in lines[2]
     rc, out, _ = run(capsys, "verify", str(data_dir / SAME[0]), str(data_dir / OTHER), "--db", db)
-    assert out.splitlines()[1] == "no match"
+    assert rc == 1 and out.splitlines()[1] == "no match"
 
 
 def test_calibrate_directory_layout(data_dir: Path, tmp_path: Path,

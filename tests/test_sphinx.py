@@ -96,7 +96,9 @@ def test_custom_grammar_file(tmp_path: Path) -> None:
 def test_the_asr_node_parameters_pick_the_grammar(tmp_path: Path) -> None:
     g = tmp_path / "yes.jsgf"
     g.write_text("#JSGF V1.0;\ngrammar yes;\npublic <a> = yes | no;\n")
-    assert SphinxRecognizer(SphinxConfig(model="base")).grammar == DEFAULT_GRAMMAR
+    assert SphinxRecognizer(SphinxConfig()).grammar == DEFAULT_GRAMMAR
+    with pytest.raises(ParamError, match=r"model='base' is not one; allowed: a bundled grammar \(grid, robot\)"):
+        SphinxConfig(model="base")          # a Whisper model: the grammar would reject all free speech
     assert SphinxRecognizer(SphinxConfig(model=str(g))).grammar == g
     assert SphinxRecognizer(SphinxConfig(model="base", grammar=str(g))).grammar == g
     assert SphinxRecognizer(SphinxConfig(model=str(g), grammar="")).grammar == g
@@ -174,9 +176,27 @@ def test_sphinx_is_selectable_in_the_streaming_graph(tmp_path: Path, capsys: pyt
 
     commands = ["turn left", "stop", "come here", "what time is it"]
     clips = [str(write_clip(t, tmp_path)) for t in commands]
-    assert main(["transcribe", "--backend", "sphinx", *clips]) == 0
+    assert main(["transcribe", "--backend", "sphinx", "--model", "robot", *clips]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{c}\t{t}" for c, t in zip(clips, ["turn left", "stop", "come here", ""], strict=True)]
+
+
+def test_sphinx_with_a_whisper_model_is_an_error_not_empty_text(data_dir: Path) -> None:
+    """Issue 14.8: `transcribe --backend sphinx` kept the graph's model (base), fell back to the robot grammar and
+    printed an empty transcript for free speech; now it says how to name a grammar."""
+    import subprocess
+
+    from cli_helpers import CLI
+
+    clip = str(data_dir / "en/jfk/jfk.flac")
+    want = ("node 'asr' (asr): the sphinx backend recognizes the commands of a grammar, and model='base' is not one; "
+            "allowed: a bundled grammar (grid, robot) or a .jsgf file, as the model (--set asr.model=robot; "
+            "transcribe --model robot) or as sphinx.grammar\n")
+    for args in (["transcribe", "--backend", "sphinx", clip], ["run", "--input", clip, "--set", "asr.backend=sphinx"]):
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, check=False)
+        # (transcribe may name the file the error came with, and exit 1 as for a file that failed)
+        message = proc.stderr.removeprefix("kikimimi: error: ").removeprefix(f"{clip}: ")
+        assert (proc.returncode in (1, 2), proc.stdout, message) == (True, "", want), (args, proc.stderr)
 
 
 def test_partials_reach_the_console_before_the_final(tmp_path: Path) -> None:
@@ -188,7 +208,8 @@ def test_partials_reach_the_console_before_the_final(tmp_path: Path) -> None:
     clip = write_clip("turn left", tmp_path)
     out = tmp_path / "all.jsonl"
     # The streaming graph at full speed (`kikimimi run --speed 0`; transcribe's batch settings have no partials).
-    spec = apply_settings(apply_overrides(resolve_graph("default"), str(clip), None, 0.0, None), ["asr.backend=sphinx"])
+    spec = apply_settings(apply_overrides(resolve_graph("default"), str(clip), None, 0.0, None), ["asr.backend=sphinx",
+                                                                                                "asr.model=robot"])
     spec = spec.with_extra_node("log", "jsonl_sink", {"path": str(out)}, {"in": ["fusion.transcripts"]})
     Runner(spec).run()
     revs = [json.loads(line) for line in out.read_text().splitlines()]

@@ -314,7 +314,9 @@ PARAMS: tuple[Param, ...] = (
 class SphinxConfig:
     """What :class:`SphinxRecognizer` loads and how it rejects: ``model`` (the asr node's model: names the
     grammar when ``grammar`` is empty and it is a ``.jsgf`` path or a bundled grammar name) and the fields
-    declared in :data:`PARAMS`."""
+    declared in :data:`PARAMS`. With neither naming a grammar (``model`` a Whisper name such as the default
+    graph's ``base``), ParamError says how to name one: the grammar would reject all free speech, so every
+    transcript would be empty. An empty ``model`` and ``grammar`` mean the bundled robot commands."""
 
     model: str = ""
     grammar: str = ""
@@ -327,6 +329,11 @@ class SphinxConfig:
         check_fields(self, PARAMS, "sphinx")
         if not self.speech_db > 0:
             raise ParamError(f"sphinx speech_db={self.speech_db!r} is not allowed; allowed: a positive number of dB")
+        if not self.grammar and self.model and self.grammar_source() is None:
+            bundled = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.jsgf")))
+            raise ParamError(f"the sphinx backend recognizes the commands of a grammar, and model={self.model!r} is "
+                             f"not one; allowed: a bundled grammar ({bundled}) or a .jsgf file, as the model "
+                             f"(--set asr.model=robot; transcribe --model robot) or as sphinx.grammar")
 
     def grammar_source(self) -> str | None:
         """The grammar to load (a path or a bundled name), or None for the bundled default."""
