@@ -1,13 +1,16 @@
 """The ``kikimimi`` command.
 
-    kikimimi run [GRAPH] [--input FILE|mic] [--transport inproc|zmq] [--output FILE.jsonl] [--stats]
+    kikimimi run [GRAPH] [--input FILE|mic] [--transport inproc|zmq] [--output FILE.jsonl [--watermarks]]
+                 [--stats] [-v]
+    kikimimi --version
     kikimimi nodes            # node kinds, their ports and parameters (and their backends' parameters)
     kikimimi check GRAPH      # validate a graph file and print it normalized
-    kikimimi transcribe FILE... [--model NAME|PATH] [--format text|jsonl|vtt|srt] [--language en|ja|auto]
+    kikimimi transcribe FILE... [--model NAME|PATH] [--format text|jsonl|vtt|srt] [--language CODE|auto]
                         [--backend NAME] [--output PATH] [--graph GRAPH]
     kikimimi speakers enroll|list|remove|verify|calibrate ...   # the speaker enrollment database
 
-GRAPH is a YAML file or the name of a bundled graph (``default``).
+GRAPH is a YAML file or the name of a bundled graph (``default``). The console shows transcripts; with
+``-v`` also speech events and, after the last transcript, the end of stream.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ INPUT_SOURCES = {
 # Parameters that mean the same for every audio source and carry over when --input swaps the source.
 SHARED_SOURCE_PARAMS = ("sample_rate", "channels", "dtype", "chunk_ms")
 OUTPUT_NODE = "output"
+CONSOLE_KIND = "console_sink"
 ABORTED_EXIT = 130   # as a shell reports a command ended by Ctrl-C: the run did not finish cleanly
 
 
@@ -70,8 +74,10 @@ def apply_input(spec: GraphSpec, input_: str | None, speed: float | None) -> Gra
     """The graph with its ``input`` node replaced per --input ("mic" or a file) and --speed (see INPUT_SOURCES).
 
     With only --speed, a file input keeps its file. Speed 0 (as fast as possible) also makes the graph
-    lossless (every queue blocks, nothing ages out)."""
+    lossless (every queue blocks, nothing ages out). A graph whose input is a file source with no path (the
+    bundled ``av``: bundled graphs carry no data paths) needs --input: without it, KikimimiError says so."""
     if input_ is None and speed is None:
+        _check_file_named(spec)
         return spec
     if spec.input_node is None:
         raise KikimimiError("this graph names no 'input' node, so --input/--speed cannot be applied")
@@ -85,6 +91,8 @@ def apply_input(spec: GraphSpec, input_: str | None, speed: float | None) -> Gra
             raise KikimimiError("--speed applies to file input only")
         return spec.with_node(old.name, new.kind, params)
     path = input_ if input_ is not None else old.params.get("path")
+    if not path:
+        _check_file_named(spec)
     if not Path(str(path)).exists():
         raise KikimimiError(f"input file not found: {path}")
     params["path"] = str(path)
@@ -94,23 +102,35 @@ def apply_input(spec: GraphSpec, input_: str | None, speed: float | None) -> Gra
     return spec.lossless() if params.get("speed", 1.0) == 0 else spec
 
 
-def apply_output(spec: GraphSpec, output: str) -> GraphSpec:
-    """The graph with a ``jsonl_sink`` named ``output`` writing every role of the graph's ``outputs`` to ``output``."""
+def _check_file_named(spec: GraphSpec) -> None:
+    """KikimimiError if the graph's input node is a file source that names no file (give it with --input)."""
+    if spec.input_node is None:
+        return
+    node = spec.node(spec.input_node)
+    if node.kind == INPUT_SOURCES["file"].kind and not node.params.get("path"):
+        video = " (a video with sound)" if node.params.get("video") else ""
+        raise KikimimiError(f"graph {spec.name!r} plays a file and names none: give it with --input FILE{video}")
+
+
+def apply_output(spec: GraphSpec, output: str, watermarks: bool = False) -> GraphSpec:
+    """The graph with a ``jsonl_sink`` named ``output`` writing every role of the graph's ``outputs`` to ``output``:
+    transcripts (partials and finals) and speech events; the VAD's periodic progress watermarks only with
+    ``watermarks`` (``--watermarks``), as they are for nodes downstream, not for a consumer of the file."""
     if not spec.outputs:
         raise KikimimiError(f"--output writes the graph's outputs, and graph {spec.name!r} names none; add to the "
                             f"graph file, e.g.: outputs: {{transcripts: node.port, events: node.port}} "
                             f"(its output ports: {', '.join(spec.output_ports()) or '(none)'})")
     feeds = list(dict.fromkeys(o.ref for o in spec.outputs))
-    return spec.with_extra_node(OUTPUT_NODE, "jsonl_sink", {"path": output},
+    return spec.with_extra_node(OUTPUT_NODE, "jsonl_sink", {"path": output, "watermarks": watermarks},
                                 {"in": {"from": feeds, "policy": "block", "capacity": 256}})
 
 
 def apply_overrides(spec: GraphSpec, input_: str | None, output: str | None, speed: float | None,
-                    transport: str | None) -> GraphSpec:
-    """The graph with --input, --speed, --output and --transport applied."""
+                    transport: str | None, watermarks: bool = False) -> GraphSpec:
+    """The graph with --input, --speed, --output (--watermarks) and --transport applied."""
     spec = apply_input(spec, input_, speed)
     if output is not None:
-        spec = apply_output(spec, output)
+        spec = apply_output(spec, output, watermarks)
     if transport is not None:
         spec = spec.with_transport(transport)
     return spec
@@ -146,11 +166,26 @@ def apply_settings(spec: GraphSpec, settings: list[str]) -> GraphSpec:
     return load_graph(d)
 
 
+def apply_verbose(spec: GraphSpec) -> GraphSpec:
+    """The graph with every ``console_sink`` showing events too (``-v``): speech start and speech segment lines,
+    and the end of stream after the last transcript. Without ``-v`` the console shows transcripts only."""
+    d = spec.to_dict()
+    consoles = [nd for nd in d["nodes"].values() if nd["kind"] == CONSOLE_KIND]
+    for nd in consoles:
+        nd.setdefault("params", {}).update(vad_events="all", end_of_stream=True)
+    return load_graph(d) if consoles else spec
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kikimimi.engine.runner import Runner, install_stop_signals
 
-    spec = apply_overrides(resolve_graph(args.graph), args.input, args.output, args.speed, args.transport)
-    spec = apply_settings(spec, args.set or [])
+    if args.watermarks and args.output is None:
+        raise KikimimiError("--watermarks applies to --output FILE.jsonl only")
+    spec = apply_overrides(resolve_graph(args.graph), args.input, args.output, args.speed, args.transport,
+                           args.watermarks)
+    if args.verbose:
+        spec = apply_verbose(spec)
+    spec = apply_settings(spec, args.set or [])   # last: --set wins over -v
     if spec.transport == "zmq":
         from kikimimi.engine.procs import ProcessRunner
 
@@ -233,9 +268,22 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if any(r.error is not None for r in results) else 0
 
 
+def _version() -> str:
+    """The installed kikimimi's version (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kikimimi")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kikimimi", description="Real-time streaming speech engine.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="run: the console also shows speech events and the end of stream (else transcripts only)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a graph")
@@ -249,8 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ZeroMQ endpoints: ipc (one machine, default) or tcp (across machines)")
     run.add_argument("--only", help="with zmq: run only these nodes (comma-separated) on this machine")
     run.add_argument("--output", help="also write the graph's outputs (every role under 'outputs:' in the graph "
-                                      "file) to this JSONL file")
+                                      "file: transcripts, partials included, and speech events) to this JSONL file")
+    run.add_argument("--watermarks", action="store_true",
+                     help="with --output: also write the VAD's progress watermarks (every 100 ms; for debugging)")
     run.add_argument("--stats", action="store_true", help="print per-node counters at exit")
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,   # as `kikimimi -v run`
+                     help="the console also shows speech events and the end of stream (else transcripts only)")
     run.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
                      help="set a node parameter (repeatable), e.g. --set asr.backend=sphinx --set asr.model=grid; "
                           "a backend's: --set asr.whisper.beam_size=5")

@@ -15,7 +15,10 @@ rejected the utterance) prints nothing. Partials (non-final revisions) depend on
   gets only finished lines, no control characters).
 
 VadEvents read like ``[file] speech start 0.52 s`` and ``[file] speech 0.52 s - 3.10 s (2.58 s, p=0.93)``
-(``vad_events``: ``all`` both, ``start`` only the start, ``off`` none).
+(``vad_events``: ``all`` both, ``start`` only the start, ``off`` (default) none; ``kikimimi -v run`` sets
+``all``); progress watermarks never print. With ``end_of_stream: true`` (``-v``) the ends of stream the node
+received print as ``[all] end of stream from fusion`` when the node stops, so after the last transcript (an
+upstream such as the VAD ends before the recognizer's last finals reach the console).
 AudioChunks are shown only with ``show_audio: true``; any other message is one line of type, stream,
 seq and sample index. Every write is flushed at once. If the terminal goes away (a closed pipe),
 printing stops with one warning.
@@ -160,8 +163,10 @@ class ConsoleSink(Node):
         Param("show_audio", bool, False, "also print a line per AudioChunk"),
         Param("partials", str, "auto", "partial transcripts: live = redraw one line in place, lines = one line "
               "per revision, off = finals only, auto = live on a terminal, else off", choices=PARTIAL_MODES),
-        Param("vad_events", str, "all", "speech events: all = start and end lines, start = start lines only, "
+        Param("vad_events", str, "off", "speech events: all = start and end lines, start = start lines only, "
               "off = none", choices=VAD_MODES),
+        Param("end_of_stream", bool, False, "print each end of stream received (which upstream sent it) when the "
+              "node stops, after the last transcript"),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -171,6 +176,7 @@ class ConsoleSink(Node):
         self._mode = "off"
         self._live: AnyTranscript | None = None     # the partial on the status line
         self._shown = False                       # the status line has something on screen
+        self._ends: list[str] = []                # end-of-stream lines, printed at stop
 
     def _out(self) -> TextIO:
         return sys.stdout if self.p.stream == "stdout" else sys.stderr
@@ -243,13 +249,17 @@ class ConsoleSink(Node):
             self._write(line)
 
     def on_control(self, port: str, ctrl: Control) -> None:
-        """Say when a stream ends (a partial on the status line stays until its final or the stop)."""
-        if ctrl.kind is ControlKind.END_OF_STREAM:
-            self._write(f"[{ctrl.header.stream_id}] end of stream from {ctrl.header.source or '?'}")
+        """Note an end of stream (with ``end_of_stream``), to print it at stop after every transcript."""
+        if ctrl.kind is ControlKind.END_OF_STREAM and self.p.end_of_stream:
+            self._ends.append(f"[{ctrl.header.stream_id}] end of stream from {ctrl.header.source or '?'}")
 
     def on_stop(self) -> None:
-        """Leave the terminal on a fresh line."""
+        """Clear the status line, print the ends of stream received (with ``end_of_stream``), in arrival order,
+        and leave the terminal on a fresh line."""
         self._live = None
         if self._shown:
             self._raw(ERASE_LINE)
             self._shown = False
+        for line in self._ends:
+            self._raw(line + "\n")
+        self._ends.clear()

@@ -3,7 +3,9 @@
 The line format is :func:`kikimimi.engine.jsonio.message_to_json`: ``{"type", "header", <fields>}``.
 Arrays are written as their dtype and shape (and their data with ``include_arrays``). With
 ``include_timing: false`` the header's ``t_ns`` is left out, so the same input gives byte-identical
-output on every run. Each line is flushed as it is written, so the file can be followed live.
+output on every run. With ``watermarks: false`` the VAD's periodic progress watermarks (``VadEvent`` of kind
+``progress``, which tell downstream nodes how far the VAD has decided) are left out: ``kikimimi run --output``
+writes them only with ``--watermarks``. Each line is flushed as it is written, so the file can be followed live.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from kikimimi.engine.clock import Clock
 from kikimimi.engine.errors import ParamError
 from kikimimi.engine.jsonio import message_to_json
 from kikimimi.engine.messages import Message
+from kikimimi.engine.msgs.speech import SpeechEventKind, VadEvent
 from kikimimi.engine.node import Node, PortSpec
 from kikimimi.engine.params import REQUIRED, Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
@@ -33,6 +36,7 @@ class JsonlSink(Node):
         Param("path", str, REQUIRED, 'output file, "-" for stdout (an existing file is overwritten)'),
         Param("include_arrays", bool, False, "write array data as nested lists (not just dtype and shape)"),
         Param("include_timing", bool, True, "write header.t_ns (false: output is identical across runs)"),
+        Param("watermarks", bool, True, "write the VAD's progress watermarks (false: speech start/end events only)"),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -51,10 +55,12 @@ class JsonlSink(Node):
             self._out, self._owned = open(self.p.path, "w", encoding="utf-8"), True  # noqa: SIM115
 
     def on_message(self, port: str, msg: Message) -> None:
-        """Write one line for ``msg`` and flush it."""
+        """Write one line for ``msg`` and flush it (nothing for a watermark without ``watermarks``)."""
         out = self._out
         if out is None:
             raise RuntimeError(f"jsonl_sink {self.name!r}: message before on_start() or after on_stop()")
+        if not self.p.watermarks and isinstance(msg, VadEvent) and msg.kind is SpeechEventKind.PROGRESS:
+            return
         obj = message_to_json(msg, self.p.include_arrays, self.p.include_timing)
         out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
         out.flush()

@@ -221,8 +221,10 @@ def run_case(case: Case, transport: str) -> dict[str, Any]:
         taps.mkdir()
         graph = Path(tmp) / "graph.yaml"
         graph.write_text(yaml.safe_dump(tapped_graph(case.graph, taps, transport)))
-        cmd = [sys.executable, "-m", "kikimimi.launch.cli", "--log-level", "INFO", "run", str(graph),
-               "--input", str(clip), "--speed", "0", "--transport", transport]
+        # -v and vad_events=start: the console lines the goldens were recorded with (speech starts, transcripts,
+        # ends of stream); without -v the console shows transcripts only.
+        cmd = [sys.executable, "-m", "kikimimi.launch.cli", "--log-level", "INFO", "-v", "run", str(graph),
+               "--input", str(clip), "--speed", "0", "--transport", transport, "--set", "console.vad_events=start"]
         for s in case.settings:
             cmd += ["--set", s]
         env = {**os.environ, "KIKIMIMI_SPEAKERS_DB": str(Path(tmp) / "speakers.db")}

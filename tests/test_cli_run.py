@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import signal
+import subprocess
 import sys
 import types
 from difflib import SequenceMatcher
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from asr_pipeline import manifest
-from cli_helpers import Running, read_jsonl, stats_table, wait_for_ports, write_vad_graph
+from cli_helpers import CLI, Running, read_jsonl, stats_table, wait_for_ports, write_vad_graph
 from ports import free_port_base
 
 from kikimimi.engine.graph import load_graph
@@ -73,6 +74,29 @@ def test_nodes_lists_every_kind_with_its_ports_params_and_backend_params(capsys:
         assert all(ln.startswith(f"    param  {name}.") for ln in section), section
         assert [ln.split()[1] for ln in section] == [f"{name}.{p.name}" for p in asr_cls.plugin_params(name)]
     assert "    param  sphinx.min_coverage (float, default 0.6; 0.0 <= value <= 1.0): share" in "\n".join(asr)
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    proc = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"kikimimi {version('kikimimi')}\n", "")
+
+
+@pytest.mark.slow
+def test_a_language_the_model_lacks_is_the_same_error_from_transcribe_and_set(data_dir: Path) -> None:
+    """Issue 14.8: one list of languages, the model's, whether the value comes from transcribe --language or
+    from --set asr.language (on run or transcribe)."""
+    clip = str(data_dir / JFK)
+    want = ("node 'asr' (asr), whisper-tiny.en: language='fr' is not allowed; allowed: auto, auto:CODE,CODE,... "
+            "or one of en\n")
+    for args in (["transcribe", clip, "--model", "tiny.en", "--language", "fr"],
+                 ["transcribe", clip, "--model", "tiny.en", "--set", "asr.language=fr"],
+                 ["run", "--input", clip, "--set", "asr.model=tiny.en", "--set", "asr.language=fr"]):
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, check=False)
+        # (transcribe may name the file the error came with, and exit 1 as for a file that failed)
+        message = proc.stderr.removeprefix("kikimimi: error: ").removeprefix(f"{clip}: ")
+        assert (proc.returncode in (1, 2), proc.stdout, message) == (True, "", want), (args, proc.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- check
@@ -182,6 +206,57 @@ def test_output_writes_the_default_graphs_final_transcripts_and_events(data_dir:
     assert re.search(rf"^\[file\] [\d.]+-[\d.]+ s.*: {re.escape(final['committed'])}$", console, re.M), console
 
 
+JFK = "en/jfk/jfk.flac"   # 11 s, four speech segments
+TINY = ["--set", "asr.model=tiny.en"]   # one small model keeps these runs short
+FINAL_LINE = re.compile(r"^\[file\] \d+\.\d\d-\d+\.\d\d s( [\w.]+)?: ")
+
+
+@pytest.mark.slow
+def test_console_shows_transcripts_only_and_jsonl_what_a_consumer_needs(data_dir: Path, tmp_path: Path) -> None:
+    """Issue 14.5: the console printed a 'speech start' line per utterance and the end of stream of every node,
+    and --output was 80 % VAD watermarks. Without -v: transcript lines only; the JSONL file holds transcripts
+    (partials and finals, with their speaker, face and affect fields) and speech start/end events."""
+    out = tmp_path / "events.jsonl"
+    with Running(["run", "--input", str(data_dir / JFK), "--speed", "0", *TINY, "--output", str(out)]) as run:
+        assert run.finish(300) == 0, run.err
+    lines = run.out.splitlines()
+    assert lines and all(FINAL_LINE.match(ln) for ln in lines), run.out
+    rows = read_jsonl(out)
+    kinds = {(r["type"], r.get("kind")) for r in rows}
+    assert kinds == {("LabeledTranscript", None), ("VadEvent", "speech_start"), ("VadEvent", "speech_end")}, kinds
+    finals = [r for r in rows if r["type"] == "LabeledTranscript" and r["final"] and r["committed"].strip()]
+    assert len(finals) == len(lines) and any(not r["final"] for r in rows if r["type"] == "LabeledTranscript")
+    assert all({"speaker", "face_id", "affect", "words", "language"} <= set(r) for r in finals)
+    for line, final in zip(lines, finals, strict=True):
+        assert line.endswith(f": {final['committed']}"), (line, final["committed"])
+    # Measured: 33 lines (22 partials, 3 finals, 4 + 4 speech events); with the watermarks 143.
+    assert sum(r["type"] == "VadEvent" for r in rows) <= len(rows) // 2
+
+
+@pytest.mark.slow
+def test_verbose_console_shows_events_and_the_end_of_stream_after_the_last_final(data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """With -v: speech events too, and the ends of stream after the last final (at --speed 0 the VAD's end came
+    first); --watermarks puts the VAD's progress events into --output."""
+    out = tmp_path / "all.jsonl"
+    with Running(["run", "-v", "--input", str(data_dir / SHORT), "--speed", "0", *TINY, "--output", str(out),
+                  "--watermarks"]) as run:
+        assert run.finish(300) == 0, run.err
+    lines = run.out.splitlines()
+    finals = [i for i, ln in enumerate(lines) if FINAL_LINE.match(ln)]
+    ends = [i for i, ln in enumerate(lines) if " end of stream from " in ln]
+    assert finals and any(ln.startswith("[file] speech start ") for ln in lines), run.out
+    assert any(re.match(r"^\[file\] speech [\d.]+ s - [\d.]+ s \(", ln) for ln in lines), run.out
+    assert sorted(lines[i] for i in ends) == ["[all] end of stream from fusion", "[all] end of stream from vad"]
+    assert min(ends) > max(finals) and max(ends) == len(lines) - 1, run.out
+    assert any(r.get("kind") == "progress" for r in read_jsonl(out))
+
+
+def test_watermarks_needs_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--watermarks"]) == 2
+    assert capsys.readouterr().err == "kikimimi: error: --watermarks applies to --output FILE.jsonl only\n"
+
+
 # ---------------------------------------------------------------------------------------------- --input mic
 
 
@@ -253,16 +328,32 @@ def test_a_graph_split_over_two_cli_launches_on_tcp_matches_one_inproc_run(data_
 # ---------------------------------------------------------------------------------------------- av graph
 
 
+def test_bundled_graphs_carry_no_data_paths_and_a_file_graph_asks_for_input(tmp_path: Path) -> None:
+    """Issue 14.4: `kikimimi run av` worked only from the repository root (its graph named a test clip by a
+    relative path). Now no bundled graph names a file, and without --input the av graph says what it needs."""
+    for name in bundled_graphs():
+        spec = resolve_graph(name)
+        paths = {f"{n.name}.{k}": v for n in spec.nodes for k, v in n.params.items() if k == "path" and v}
+        assert not paths, (name, paths)
+    for extra in ([], ["--speed", "0"]):
+        proc = subprocess.run([*CLI, "run", "av", *extra], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120, check=False)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+        assert proc.stderr == ("kikimimi: error: graph 'av' plays a file and names none: give it with --input FILE "
+                               "(a video with sound)\n")
+
+
 @pytest.mark.slow
-def test_av_graph_with_the_grid_grammar_gives_the_words_and_the_face_that_spoke(
-        data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_av_graph_with_the_grid_grammar_gives_the_words_and_the_face_that_spoke(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "av.jsonl"
     # fusion.speaker_wait_ms: a final waits for the active-speaker windows at most this long in wall-clock time
     # (500 ms by default) and then goes out without a face; at --speed 0 on a loaded machine the vision node can
     # lag more than that, so the wait is lifted, as the golden AV runs do (AV_PINNED in tests/golden.py).
-    assert main(["run", "av", "--input", str(data_dir / GRID), "--set", "asr.backend=sphinx", "--set",
-                 "asr.model=grid", "--set", "fusion.speaker_wait_ms=600000", "--speed", "0",
-                 "--output", str(out)]) == 0
+    # From a folder outside the repository (issue 14.4: the bundled graph no longer names a clip relative to it).
+    with Running(["run", "av", "--input", str(data_dir / GRID), "--set", "asr.backend=sphinx", "--set",
+                  "asr.model=grid", "--set", "fusion.speaker_wait_ms=600000", "--speed", "0",
+                  "--output", str(out)], cwd=tmp_path) as run:
+        assert run.finish(300) == 0, run.err
     finals = [r for r in read_jsonl(out) if r["type"] == "LabeledTranscript" and r["final"]]
     assert len(finals) == 1, finals
     ref = reference(data_dir, GRID)
@@ -270,7 +361,7 @@ def test_av_graph_with_the_grid_grammar_gives_the_words_and_the_face_that_spoke(
     assert words_right(finals[0]["committed"], ref) >= 5, (finals[0]["committed"], ref)
     # The one face in the picture spoke it (measured: face 0, score 0.71).
     assert finals[0]["face_id"] >= 0 and finals[0]["face_score"] >= 0.5
-    assert f"face {finals[0]['face_id']} (" in capsys.readouterr().out
+    assert f"face {finals[0]['face_id']} (" in run.out
 
 
 # ---------------------------------------------------------------------------------------------- Ctrl-C
@@ -278,7 +369,7 @@ def test_av_graph_with_the_grid_grammar_gives_the_words_and_the_face_that_spoke(
 
 def ctrl_c_run(data_dir: Path) -> Running:
     """The default graph on a 30 s recording at real-time speed, logging the signals it gets."""
-    return Running(["--log-level", "INFO", "run", "--input", str(data_dir / LONG), "--stats"])
+    return Running(["--log-level", "INFO", "-v", "run", "--input", str(data_dir / LONG), "--stats"])
 
 
 @pytest.mark.slow

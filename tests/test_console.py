@@ -86,12 +86,22 @@ def test_tty_redraws_the_partial_in_place_then_prints_the_final(monkeypatch: pyt
 def test_tty_other_lines_keep_the_partial_below_them(monkeypatch: pytest.MonkeyPatch) -> None:
     start = VadEvent(Header("file", 0, 0, 0, "vad"), SpeechEventKind.SPEECH_START, 8320, -1, 16000, 0.5)
     eos = Control(Header("file", 9, -1, 0, "src"), ControlKind.END_OF_STREAM)
-    text = run([PARTIALS[0], start, eos], Tty(), monkeypatch)
+    text = run([PARTIALS[0], start, eos], Tty(), monkeypatch, vad_events="all", end_of_stream=True)
     partial = "[file] 1.23 s: " + DIM + "turn" + RESET
     assert text == (ERASE_LINE + partial
                     + ERASE_LINE + "[file] speech start 0.52 s\n" + ERASE_LINE + partial
-                    + ERASE_LINE + "[file] end of stream from src\n" + ERASE_LINE + partial
-                    + ERASE_LINE)                                         # the stop clears the status line
+                    + ERASE_LINE                                          # the stop clears the status line
+                    + "[file] end of stream from src\n")                 # and then prints the end of stream
+
+
+def test_end_of_stream_prints_after_the_last_final_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At full speed the VAD's end of stream reaches the console before the recognizer's last final."""
+    vad_eos = Control(Header("all", 9, -1, 0, "vad"), ControlKind.END_OF_STREAM)
+    fusion_eos = Control(Header("all", 3, -1, 0, "fusion"), ControlKind.END_OF_STREAM)
+    msgs: list[Message] = [vad_eos, PARTIALS[-1], fusion_eos]
+    assert run(msgs, io.StringIO(), monkeypatch, end_of_stream=True).splitlines() == [
+        "[file] 1.23-4.56 s: turn left", "[all] end of stream from vad", "[all] end of stream from fusion"]
+    assert run(msgs, io.StringIO(), monkeypatch).splitlines() == ["[file] 1.23-4.56 s: turn left"]
 
 
 def test_empty_final_clears_the_partial_and_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,4 +132,5 @@ def test_vad_event_lines_can_be_limited(monkeypatch: pytest.MonkeyPatch) -> None
     assert run(msgs, io.StringIO(), monkeypatch, vad_events="start").splitlines() == [
         "[file] speech start 0.52 s", "[file] 1.23-4.56 s: turn left"]
     assert run(msgs, io.StringIO(), monkeypatch, vad_events="off").splitlines() == ["[file] 1.23-4.56 s: turn left"]
-    assert len(run(msgs, io.StringIO(), monkeypatch).splitlines()) == 3
+    assert len(run(msgs, io.StringIO(), monkeypatch, vad_events="all").splitlines()) == 3
+    assert run(msgs, io.StringIO(), monkeypatch).splitlines() == ["[file] 1.23-4.56 s: turn left"]   # default: off

@@ -144,7 +144,7 @@ def test_builder_produces_the_same_spec_as_the_default_file() -> None:
     (g.node("fusion", "fusion")
      .connect("transcripts", "asr.transcripts", policy="block", capacity=256)
      .connect("speakers", "speaker.turns", policy="block", capacity=256))
-    g.node("console", "console_sink", vad_events="start").connect(
+    g.node("console", "console_sink").connect(
         "in", "fusion.transcripts", "vad.events", policy="block", capacity=256)
     g.output("transcripts", "fusion.transcripts").output("events", "vad.events")
     assert g.build() == load_graph(DEFAULT)

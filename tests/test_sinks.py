@@ -39,7 +39,7 @@ def feed(node: ConsoleSink | JsonlSink, msgs: list[Message]) -> None:
 
 # ---------------------------------------------------------------------- console_sink
 def test_console_prints_speech_events_readably(capsys: pytest.CaptureFixture[str]) -> None:
-    feed(ConsoleSink("out", {}), [START, CHUNK, END])
+    feed(ConsoleSink("out", {"vad_events": "all"}), [START, CHUNK, END])
     assert capsys.readouterr().out.splitlines() == [
         "[file] speech start 0.52 s",
         "[file] speech 0.52 s - 3.10 s (2.58 s, p=0.93)",
@@ -48,7 +48,7 @@ def test_console_prints_speech_events_readably(capsys: pytest.CaptureFixture[str
 
 def test_console_audio_other_messages_and_end_of_stream_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     eos = Control(Header("file", 9, -1, 0, "src"), ControlKind.END_OF_STREAM)
-    feed(ConsoleSink("out", {"stream": "stderr", "show_audio": True}), [CHUNK, FRAME, eos])
+    feed(ConsoleSink("out", {"stream": "stderr", "show_audio": True, "end_of_stream": True}), [CHUNK, FRAME, eos])
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == [

@@ -154,7 +154,8 @@ def stats_rows(text: str) -> dict[str, str]:
 def test_sigterm_stops_a_multiprocess_graph_gracefully_without_orphans(data_dir: Path) -> None:
     clip = data_dir / "diarization/ami/dev00.wav"  # 30 s at real time: still running when we stop it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kikimimi.launch.cli", "run", "--input", str(clip), "--transport", "zmq", "--stats"],
+        [sys.executable, "-m", "kikimimi.launch.cli", "-v", "run", "--input", str(clip), "--transport", "zmq",
+         "--stats"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
