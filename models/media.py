@@ -1,9 +1,9 @@
 """Reading audio and video files as the graph's ``file_source`` plays them.
 
 :class:`MediaReader` reads a file in the order ``file_source`` emits it, without pacing: files libsndfile
-reads (wav, flac, ogg, mp3 ...) block by block with soundfile, resampled with a streaming
+reads (wav, flac, ogg ...) block by block with soundfile, resampled with a streaming
 ``soxr.ResampleStream`` (the chunks join seamlessly, a long file is never loaded whole); anything else FFmpeg
-reads (mp4, m4a, webm, mpg, mkv ...) packet by packet with PyAV (which one is decided by the content,
+reads (mp3, mp4, m4a, webm, mpg, mkv ...) packet by packet with PyAV (which one is decided by the content,
 :func:`media_kind`, not the file name), the audio through ``av.AudioResampler`` to the target rate and (with
 ``video``) the pictures as bgr24. Audio comes in :class:`AudioPiece` s of exactly ``chunk_ms`` (the last
 may be shorter) whose sample indices count from 0 with no gaps. A :class:`VideoPicture` 's sample index is
@@ -37,6 +37,8 @@ from kikimimi.engine.errors import KikimimiError, MissingDependency, ParamError
 from kikimimi.models.pcm import downmix
 from kikimimi.models.rechunk import CHUNK_MS_CHOICES, Rechunker
 
+SOUNDFILE_BUT_BETTER_AV = ("MP3", "MPEG")
+"""libsndfile formats read with FFmpeg instead when PyAV is there (libsndfile's mpg123 mis-decodes some MP3s)."""
 NOT_MEDIA_FORMATS = ("tty", "image2", "ansi", "bin", "xbin", "idf", "adf")
 """FFmpeg demuxers whose "video" is a picture or text (with ``*_pipe``): such a file is not a recording."""
 MAX_HELD_FRAMES = 64
@@ -45,24 +47,28 @@ MAX_HELD_FRAMES = 64
 
 def media_kind(path: str | Path) -> str:
     """How ``path`` is read, decided by its content, not its name: ``"soundfile"`` (libsndfile reads it: wav,
-    flac, ogg, mp3 ...) or ``"av"`` (FFmpeg through PyAV finds an audio or video track in it: mp4, m4a, webm,
-    mpg ...). FileNotFoundError if it is missing; ParamError if it is a directory or not an audio or video file;
-    MissingDependency if only PyAV could tell and it is not installed."""
+    flac, ogg ...; MP3 only without PyAV) or ``"av"`` (FFmpeg through PyAV finds an audio or video track in it:
+    mp3, mp4, m4a, webm, mpg ...). FileNotFoundError if it is missing; ParamError if it is a directory or not
+    an audio or video file; MissingDependency if only PyAV could tell and it is not installed."""
     p = Path(path)
     if p.is_dir():
         raise ParamError(f"{str(path)!r} is a directory, not an audio or video file")
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
+    sf_format = None
     try:
         import soundfile
 
-        soundfile.info(str(p))
-        return "soundfile"
+        sf_format = soundfile.info(str(p)).format
     except (RuntimeError, OSError, ImportError):
         pass
+    if sf_format is not None and sf_format not in SOUNDFILE_BUT_BETTER_AV:
+        return "soundfile"
     try:
         import av
     except ImportError:
+        if sf_format is not None:
+            return "soundfile"
         raise MissingDependency(f"{str(path)!r} is not an audio file libsndfile reads; PyAV (for video containers "
                                 "and other compressed audio)", "pip install 'kikimimi[av]'") from None
     try:
