@@ -13,7 +13,9 @@ Each file runs through its own graph (a new Runner), one after the other, in thi
 their weights through :func:`kikimimi.models.weights.shared` load them once for all the files.
 
 While a file runs, a progress bar goes to stderr when stderr is a terminal (plain text, redrawn
-with a carriage return): how far into the file's audio the graph's outputs have got.
+with a carriage return): how far into the file's audio the graph's outputs have got, and with several files
+how far the whole batch has got. Where the results go is checked before anything runs
+(:func:`plan_output`); a file that cannot be transcribed gets a one-line error and the batch goes on.
 """
 
 from __future__ import annotations

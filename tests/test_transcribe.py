@@ -106,6 +106,44 @@ def test_japanese_is_joined_without_spaces() -> None:
     assert [c.text for c in make_cues(ja)] == ["今日は晴れです。"]     # a 0.4 s cue joins its neighbour
 
 
+def test_no_stray_fragment_at_the_end_of_a_long_utterance() -> None:
+    """45 characters: cutting at 42 would leave "silly." alone for 0.3 s; the cut moves to the comma."""
+    words = [("I", 0.0, 0.2), ("think,", 0.2, 0.6), ("to", 0.8, 0.9), ("be", 0.9, 1.0), ("honest,", 1.0, 1.4),
+             ("this", 1.5, 1.7), ("whole", 1.7, 2.0), ("business", 2.0, 2.5), ("is", 2.5, 2.6), ("silly.", 2.6, 2.9)]
+    cues = make_cues([final(0, words)])
+    assert [c.text for c in cues] == ["I think, to be honest,", "this whole business is silly."]
+    assert all(c.end_ms - c.start_ms >= 1000 for c in cues)
+
+
+def test_punctuation_never_makes_a_cue_of_its_own() -> None:
+    cues = make_cues([final(0, [("Wait", 0.0, 0.5), ("for", 0.5, 0.7), ("it", 0.7, 1.0), ("...", 1.0, 1.1)]),
+                      final(1, [("in...", 1.3, 1.6)])])
+    assert [c.text for c in cues] == ["Wait for it... in..."]
+
+
+def test_japanese_cues_keep_20_characters() -> None:
+    chars = "今日はとても良い天気ですね、公園に散歩に行きましょう。"      # 27 characters
+    ja = final(0, [(ch, i * 0.2, i * 0.2 + 0.2) for i, ch in enumerate(chars)], "ja", "")
+    cues = make_cues([ja])
+    assert [c.text for c in cues] == ["今日はとても良い天気ですね、", "公園に散歩に行きましょう。"]
+    sentence = "it is a fine day, let us go out"                                # 31 characters of 42
+    english = final(0, [(w, i * 0.4, i * 0.4 + 0.4) for i, w in enumerate(sentence.split())])
+    assert [c.text for c in make_cues([english])] == [sentence]
+
+
+def test_speakers_split_cues_and_are_named() -> None:
+    t = final(0, [("Hello", 0.0, 0.6), ("there.", 0.6, 1.2), ("Hi", 1.3, 1.8), ("back.", 1.8, 2.4)])
+    ws = (*(Word(w.text, w.start_sample, w.end_sample, w.confidence, "Ann") for w in t.words[:2]),
+          *(Word(w.text, w.start_sample, w.end_sample, w.confidence, "Bob & co") for w in t.words[2:]))
+    t = Transcript(t.header, 0, 3, t.committed, "", True, t.start_sample, t.end_sample, RATE, "en", ws)
+    assert [c.text for c in make_cues([t])] == ["Hello there. Hi back."]
+    cues = make_cues([t], speakers=True)
+    assert [(c.speaker, c.text) for c in cues] == [("Ann", "Hello there."), ("Bob & co", "Hi back.")]
+    assert format_vtt(cues).splitlines()[3] == "<v Ann>Hello there."
+    assert format_vtt(cues).splitlines()[6] == "<v Bob &amp; co>Hi back."
+    assert format_srt(cues).splitlines()[2] == "Ann: Hello there."
+
+
 def test_final_transcripts_with_words_round_trip_through_json() -> None:
     t = final(0, [("Hello", 1.23, 1.5), ("world.", 1.6, 2.0)])
     obj = json.loads(json.dumps(message_to_json(t)))
@@ -128,6 +166,15 @@ def test_progress_bar_only_on_a_terminal() -> None:
     bar.update("a.flac", 5.0, 10.0)      # unchanged: not redrawn
     bar.done()
     assert tty.getvalue() == "\r[#####-----]  50%  a.flac  5.0/10.0 s\x1b[K" + "\r\x1b[K"
+
+    batch = Tty()
+    bar = Progress(batch, width=10)
+    bar.begin([10.0, 30.0])
+    bar.update("a.flac", 10.0, 10.0)
+    bar.done()
+    bar.update("b.flac", 15.0, 30.0)     # 10 + 15 of 40 s: 62 %
+    assert batch.getvalue().split("\r")[-1] == ("[#####-----]  50%  b.flac  15.0/30.0 s  | file 2/2 [######----]  62% "
+                                                "of 40.0 s\x1b[K")
 
 
 # ---------------------------------------------------------------------- the graph
