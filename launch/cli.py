@@ -317,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("transcribe", help="transcribe files with the streaming graph, as fast as possible",
                         epilog="exit status: 0 all files transcribed; 1 some files failed (each named on stderr as "
-                               "'kikimimi: error: FILE: reason'; the others are written); 2 usage error (nothing "
-                               "run); 130 interrupted")
+                               "'kikimimi: error: FILE: reason'; the others are written); 2 usage error, such as a bad "
+                               "--model, --language, --backend or --set (nothing run); 130 interrupted")
     tr.add_argument("files", nargs="+", metavar="FILE",
                     help="audio or video files (any format libsndfile or FFmpeg reads: wav, flac, mp3, m4a, ogg, "
                          "webm, mp4, ...)")

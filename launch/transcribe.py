@@ -259,6 +259,11 @@ class Interrupts:
                 self._runner.abort()
 
 
+class SetupFailed(KikimimiError):
+    """The graph for a file could not be built or started (a bad model, language, backend or --set value; not
+    the file's content, which :func:`check_input` vets first)."""
+
+
 def run_file(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
              backend: str | None = None, progress: Progress | None = None,
              interrupts: Interrupts | None = None, settings: Sequence[str] = ()) -> FileResult:
@@ -266,9 +271,12 @@ def run_file(base: GraphSpec, path: str, model: str | None = None, language: str
     stops or aborts it (what was heard until then is kept)."""
     from kikimimi.engine.runner import GraphFailed, Runner
 
-    spec = transcribe_graph(base, path, model, language, backend, settings)
     t0 = time.perf_counter()
-    runner = Runner(spec)
+    try:
+        spec = transcribe_graph(base, path, model, language, backend, settings)
+        runner = Runner(spec)
+    except KikimimiError as e:
+        raise SetupFailed(str(e)) from e
     collector = TranscriptCollector()
     runner.tap(spec.output(TRANSCRIPTS).ref, collector.add)
     position = AudioPosition()
@@ -277,7 +285,10 @@ def run_file(base: GraphSpec, path: str, model: str | None = None, language: str
     total = media_duration(path) if progress is not None and progress.enabled else None
     t1 = t0
     try:
-        runner.start()
+        try:
+            runner.start()
+        except KikimimiError as e:
+            raise SetupFailed(str(e)) from e
         if interrupts is not None:
             interrupts.attach(runner)
         t1 = time.perf_counter()
@@ -416,7 +427,8 @@ def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output:
     A file that cannot be transcribed (missing, a directory, not audio or video, a node failing on it) gets one
     line ``kikimimi: error: FILE: reason`` on ``report`` (stderr) and a result with ``error`` set; the others go
     on and are written. Each file written to disk is announced on ``report`` as ``wrote PATH``. ``speakers``: vtt
-    and srt cues name their speaker.
+    and srt cues name their speaker. A graph that cannot be set up for the first file to run (a bad model,
+    language, backend or ``--set`` value) raises :class:`SetupFailed`: the settings are wrong for every file.
     """
     report = report if report is not None else sys.stderr
     plan = plan_output(files, fmt, output)
@@ -434,6 +446,11 @@ def transcribe(files: Sequence[str], base: GraphSpec, fmt: str = "text", output:
             continue
         try:
             r = run_file(base, f, model, language, backend, progress, interrupts, settings)
+        except SetupFailed as e:
+            if not any(r.error is None for r in results):
+                raise       # nothing has run with these settings: a usage error for the whole batch (exit 2)
+            results.append(_fail(report, f, str(e)))
+            continue
         except (KikimimiError, OSError) as e:
             results.append(_fail(report, f, str(e).removeprefix(f"{f}: ")))
             continue
