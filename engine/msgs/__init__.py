@@ -5,7 +5,7 @@
 ``speech`` VadEvent, Word, Transcript (the recognizer's)
 ``vision`` VideoFrame, Face, Faces, ActiveSpeaker
 ``speaker`` SpeakerEmbedding, SpeakerTurn
-``affect`` AffectLabel
+``affect`` AffectLabel, Affect
 ``fused``  LabeledTranscript (the fusion node's: text with speaker, face and affect)
 =========  ==============================================================
 

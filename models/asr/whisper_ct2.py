@@ -201,6 +201,21 @@ class WhisperCT2(Recognizer):
         """A stream recognized in ``language``: a code, "auto" or "auto:en,ja" (see models/asr/language.py)."""
         return WhisperStream(self, parse_language(language, self.languages))
 
+    def encoder_states(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Whisper's encoder output for each window of raw log10 mel frames ((n, n_mels), at most one model
+        window: longer ones keep their last frames), decoded together as one batch: (ceil(n / 2), d_model)
+        float32 per window, its padding left out (the encoder halves the frame rate)."""
+        if not windows:
+            return []
+        for w in windows:
+            if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[1] != self.n_bins:
+                raise ParamError(f"encoder_states takes (n, {self.n_bins}) log-mel windows, got "
+                                 f"{getattr(w, 'shape', type(w).__name__)}")
+        reqs = [WhisperRequest(None, False, w.astype(np.float32, copy=False)) for w in windows]  # type: ignore[arg-type]
+        feats, lengths, _ = self._features(reqs)
+        enc = np.asarray(self.model.encode(self._ct2.StorageView.from_array(feats), to_cpu=True))
+        return [enc[i, :max(1, -(-n // 2))].copy() for i, n in enumerate(lengths)]
+
     def warmup(self) -> None:
         """Decode 1 s of silence once (loads the weights into caches, builds the kernels)."""
         self._run([WhisperRequest(None, False, np.full((100, self.n_bins), SILENCE_LOG10, np.float32),  # type: ignore[arg-type]
