@@ -113,13 +113,11 @@ def load_keras_hdf5(path: str | Path) -> tuple[KerasGraphNet, tuple[str, ...]]:
         layers: list[tuple[str, list[str], Callable[[list[Any]], Any]]] = []
         input_shape: tuple[int, ...] = ()
 
-        def take(layer: str, w: dict[str, np.ndarray], key: str, arr: np.ndarray) -> Any:
-            g = mw[layer]
-            full = next(n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs["weight_names"]
-                        if (n.decode() if isinstance(n, bytes) else str(n)).rsplit("/", 1)[-1].startswith(key + ":"))
-            used.append(f"{layer}/{full}")
-            t = torch.from_numpy(np.ascontiguousarray(arr))
-            params[f"{layer}.{key}"] = t
+        def take(layer: str, key: str, arr: np.ndarray) -> str:
+            """Keep ``arr`` (layer's weight ``key``, already in torch's layout) as a parameter; its name."""
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in mw[layer].attrs["weight_names"]]
+            used.append(f"{layer}/" + next(n for n in names if n.rsplit("/", 1)[-1].startswith(key + ":")))
+            params[f"{layer}.{key}"] = torch.from_numpy(np.ascontiguousarray(arr))
             return f"{layer}.{key}"
 
         for spec in cfg["config"]["layers"]:
@@ -169,25 +167,25 @@ def _build(kind: str, name: str, c: dict[str, Any], w: dict[str, np.ndarray], ta
     if kind in ("Conv2D", "SeparableConv2D"):
         k, s, pad = tuple(c["kernel_size"]), tuple(c["strides"]), c["padding"]
         act = _activation(c.get("activation", "linear"), name, F)
-        bias = take(name, w, "bias", w["bias"]) if c.get("use_bias") else None
+        bias = take(name, "bias", w["bias"]) if c.get("use_bias") else None
         if kind == "Conv2D":
-            kern = take(name, w, "kernel", w["kernel"].transpose(3, 2, 0, 1))
+            kern = take(name, "kernel", w["kernel"].transpose(3, 2, 0, 1))
             return lambda xs: act(F.conv2d(_padded(xs[0], k, s, pad, 0.0, F), params[kern],
                                            params[bias] if bias else None, stride=s))
         dw = w["depthwise_kernel"]                  # (kh, kw, in, m)
         n_in = dw.shape[2]
-        dkern = take(name, w, "depthwise_kernel", dw.transpose(2, 3, 0, 1).reshape(-1, 1, dw.shape[0], dw.shape[1]))
-        pkern = take(name, w, "pointwise_kernel", w["pointwise_kernel"].transpose(3, 2, 0, 1))
+        dkern = take(name, "depthwise_kernel", dw.transpose(2, 3, 0, 1).reshape(-1, 1, dw.shape[0], dw.shape[1]))
+        pkern = take(name, "pointwise_kernel", w["pointwise_kernel"].transpose(3, 2, 0, 1))
         return lambda xs: act(F.conv2d(F.conv2d(_padded(xs[0], k, s, pad, 0.0, F), params[dkern], stride=s,
                                                 groups=n_in), params[pkern], params[bias] if bias else None))
     if kind == "BatchNormalization":
         if c.get("axis", -1) not in (-1, 3):
             raise KikimimiError(f"Keras layer {name!r}: BatchNormalization axis {c['axis']}; allowed: -1 (channels)")
         eps = float(c["epsilon"])
-        mean = take(name, w, "moving_mean", w["moving_mean"])
-        var = take(name, w, "moving_variance", w["moving_variance"])
-        gamma = take(name, w, "gamma", w["gamma"]) if c.get("scale", True) else None
-        beta = take(name, w, "beta", w["beta"]) if c.get("center", True) else None
+        mean = take(name, "moving_mean", w["moving_mean"])
+        var = take(name, "moving_variance", w["moving_variance"])
+        gamma = take(name, "gamma", w["gamma"]) if c.get("scale", True) else None
+        beta = take(name, "beta", w["beta"]) if c.get("center", True) else None
         return lambda xs: F.batch_norm(xs[0], params[mean], params[var], params[gamma] if gamma else None,
                                        params[beta] if beta else None, training=False, eps=eps)
     if kind == "Activation":
