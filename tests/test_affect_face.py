@@ -268,6 +268,28 @@ def test_missing_weights_name_the_install_command(monkeypatch: pytest.MonkeyPatc
         FaceExpressionConfig(threads=-1)
 
 
+def test_a_broken_keras_file_names_what_is_wrong(model: FaceExpressionModel, tmp_path: Path) -> None:
+    import shutil
+
+    import h5py
+
+    from kikimimi.engine.errors import KikimimiError
+    from kikimimi.models.affect.face_net import load_keras_hdf5
+
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(KikimimiError, match="not a saved Keras model"):
+        load_keras_hdf5(plain)
+    cut = tmp_path / "cut.hdf5"
+    shutil.copy(model.path, cut)
+    with h5py.File(cut, "r+") as f:
+        del f["model_weights/conv2d_2/conv2d_2_1/kernel:0"]
+        f["model_weights/conv2d_2"].attrs["weight_names"] = []
+    with pytest.raises(KikimimiError, match="'conv2d_2' \\(Conv2D\\) lacks 'kernel'"):
+        load_keras_hdf5(cut)
+
+
 def test_cuda_asked_without_a_cuda_device_is_a_param_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -126,8 +126,14 @@ def load_keras_hdf5(path: str | Path) -> tuple[KerasGraphNet, tuple[str, ...]]:
             if len(nodes) > 1:
                 raise KikimimiError(f"Keras layer {name!r} is shared ({len(nodes)} calls); allowed: one call")
             inputs = [n[0] for n in nodes[0]] if nodes else []
-            w = _layer_weights(mw, name)
-            fn = _build(kind, name, c, w, take, params, F, torch)
+            missing = [i for i in inputs if i not in {lay[0] for lay in layers}]
+            if missing:
+                raise KikimimiError(f"Keras layer {name!r} takes {missing} before they are made; allowed: layers "
+                                    "listed in the order they are computed")
+            try:
+                fn = _build(kind, name, c, _layer_weights(mw, name), take, params, F, torch)
+            except KeyError as e:
+                raise KikimimiError(f"{path}: Keras layer {name!r} ({kind}) lacks {e} in its config or weights") from e
             if kind == "InputLayer":
                 input_shape = tuple(c["batch_input_shape"][1:])
             layers.append((name, inputs, fn))
