@@ -39,7 +39,9 @@ def test_the_pitch_of_a_tone_is_exact_within_two_percent_in_every_voiced_frame(f
     assert p.f0.shape == (n_frames(rate, rate),) == p.voiced.shape
     inner = slice(5, -5)                                   # frames whose window lies inside the tone
     assert p.voiced[inner].all()
-    assert np.abs(p.f0[inner] / f0 - 1.0).max() < 0.02
+    err = np.abs(p.f0[inner] / f0 - 1.0)
+    assert err.max() < 0.02                                # the bound
+    assert np.median(err) < 0.002                          # interpolated between lags (measured: < 0.05 %)
     assert np.isnan(p.f0[~p.voiced]).all()
 
 
