@@ -54,7 +54,8 @@ def _s(samples: int, rate: int) -> str:
 def format_final(msg: AnyTranscript) -> str:
     """``[stream] 1.23-4.56 s: text`` for a final transcript; with speaker labels
     ``[stream] 1.23-4.56 s alice: text``, and ``... s alice: text | voice_1: text`` when its words were
-    said by several speakers; ``... s face 0 (0.81) alice: text`` when a visible face spoke it."""
+    said by several speakers; ``... s face 0 (0.81) alice: text`` when a visible face spoke it; ``... s alice
+    [happy 0.72]: text`` with the fused affect label and its probability."""
     r = msg.sample_rate
     head = f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}"
     runs: list[tuple[str, list[str]]] = []
@@ -65,8 +66,8 @@ def format_final(msg: AnyTranscript) -> str:
             runs[-1][1].append(w.text)
     if len(runs) > 1:
         sep = "" if msg.language in ("ja", "zh", "th", "lo", "my", "km") else " "
-        return head + " " + " | ".join(f"{who}: {sep.join(t.strip() for t in ws)}" for who, ws in runs)
-    return f"{head}{_who(msg)}: {msg.committed}"
+        return head + _mood(msg) + " " + " | ".join(f"{who}: {sep.join(t.strip() for t in ws)}" for who, ws in runs)
+    return f"{head}{_who(msg)}{_mood(msg)}: {msg.committed}"
 
 
 def format_partial(msg: AnyTranscript) -> str:
@@ -74,14 +75,20 @@ def format_partial(msg: AnyTranscript) -> str:
     r = msg.sample_rate
     unstable = f"[{msg.unstable}]" if msg.unstable else ""
     text = " ".join(t for t in (msg.committed.strip(), unstable) if t)
-    return (f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}{_who(msg)} "
-            f"~ {text}")
+    return (f"[{msg.header.stream_id}] {msg.start_sample / r:.2f}-{msg.end_sample / r:.2f} s{_face(msg)}{_who(msg)}"
+            f"{_mood(msg)} ~ {text}")
 
 
 def _who(msg: AnyTranscript) -> str:
     """`` alice`` when the fusion node labelled the speaker, else empty."""
     speaker = getattr(msg, "speaker", "")
     return f" {speaker}" if speaker else ""
+
+
+def _mood(msg: AnyTranscript) -> str:
+    """`` [happy 0.72]``: the fused affect label and its probability, when the fusion node attached affect."""
+    fused = [a for a in getattr(msg, "affect", ()) if a.modality == "fused" and a.name not in ("arousal", "valence")]
+    return f" [{fused[0].name} {fused[0].value:.2f}]" if fused else ""
 
 
 def _face(msg: AnyTranscript) -> str:

@@ -35,12 +35,16 @@ and so is a partial whose evidence so far says nobody in view speaks. A final wh
 arrive in time is not suppressed on missing evidence: it goes out without a face (``face_timeouts``,
 logged).
 
-Affect labels (emotion / prosody estimates over the utterance's span) will be attached the same way;
-``affect`` stays empty until then.
+Affect (optional ``affect`` input, Affect from an affect node): each transcript gets the voice estimates that
+overlap its span (finals when there are any, weighted by overlap), and, when a face is attached, that face's
+expression estimates over the span (source ``face``), plus a fused label (:mod:`kikimimi.models.affect.fuse`).
+A final waits (with the speakers, at most ``speaker_wait_ms``) until the voice finals reach its end
+(``speaker_slack_ms``) or the affect input ended; each stream keeps its ``keep_affect`` newest estimates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -49,6 +53,7 @@ from typing import Any
 from kikimimi.engine.clock import Clock
 from kikimimi.engine.messages import Control, ControlKind, Message
 from kikimimi.engine.metrics import DROP_NO_FACE, DROP_STALE
+from kikimimi.engine.msgs.affect import Affect
 from kikimimi.engine.msgs.fused import TRANSCRIPT_TYPES, AnyTranscript, LabeledTranscript
 from kikimimi.engine.msgs.speaker import SpeakerTurn
 from kikimimi.engine.msgs.vision import NO_FACE, ActiveSpeaker
@@ -56,6 +61,7 @@ from kikimimi.engine.node import PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.streams import StreamNode
+from kikimimi.models.affect.fuse import affect_labels, span_affect
 from kikimimi.models.labeling import has_evidence, label, label_face
 
 TICK_NS = 20_000_000
@@ -79,6 +85,9 @@ class _Stream:
     active: deque[ActiveSpeaker] = field(default_factory=deque)
     active_end: int = -1              # newest end sample of an ActiveSpeaker window
     active_ended: bool = False
+    affect: deque[Affect] = field(default_factory=deque)
+    affect_end: int = -1              # newest end sample of a final voice estimate
+    affect_ended: bool = False
     transcripts_ended: bool = False   # the recognizer's END_OF_STREAM came: forget it once nothing waits
 
 
@@ -87,8 +96,8 @@ class FusionNode(StreamNode[_Stream]):
 
     kind = "fusion"
     help = ("Joins what is known about each utterance: transcripts (out-of-date revisions dropped) labelled "
-            "with the speaker turns that overlap them and the visible face that spoke (optionally dropping speech "
-            "no visible face produced).")
+            "with the speaker turns that overlap them, the visible face that spoke (optionally dropping speech "
+            "no visible face produced) and how it sounded (affect).")
     inputs = (
         PortSpec("transcripts", TRANSCRIPT_TYPES, queue=QueueConfig.make("block", 256),
                  help="transcript revisions (partials and finals) from an asr or avsr node"),
@@ -96,6 +105,8 @@ class FusionNode(StreamNode[_Stream]):
                  help="speaker turns from a speaker node (optional)"),
         PortSpec("active", (ActiveSpeaker,), queue=QueueConfig.make("block", 1024),
                  help="speaking probabilities of visible faces from an active_speaker node (optional)"),
+        PortSpec("affect", (Affect,), queue=QueueConfig.make("block", 256),
+                 help="voice (and face) affect estimates from an affect node (optional)"),
     )
     # Files at full speed: a final waits for its speaker turns and faces however long they take (an hour).
     lossless_params = {"speaker_wait_ms": 3_600_000}
@@ -113,6 +124,7 @@ class FusionNode(StreamNode[_Stream]):
         Param("face_threshold", float, 0.5, "mean speaking probability a face needs to be named the speaker",
               min=0.0, max=1.0),
         Param("require_face", bool, False, "drop speech that no visible face was found to speak"),
+        Param("keep_affect", int, 256, "per stream, keep this many newest affect estimates", min=1, max=100_000),
     )
 
     def __init__(self, name: str, params: ParamValues | dict[str, Any] | None = None,
@@ -131,6 +143,10 @@ class FusionNode(StreamNode[_Stream]):
         return self.connected_inputs is not None and "speakers" in self.connected_inputs
 
     @property
+    def _wants_affect(self) -> bool:
+        return self.connected_inputs is not None and "affect" in self.connected_inputs
+
+    @property
     def _wants_faces(self) -> bool:
         return self.connected_inputs is not None and "active" in self.connected_inputs
 
@@ -146,6 +162,16 @@ class FusionNode(StreamNode[_Stream]):
             while len(st.active) > self.p.keep_active:
                 st.active.popleft()
             st.active_end = max(st.active_end, msg.end_sample)
+            self._release(st)
+            self._forget_if_done(msg.header.stream_id, st)
+            return
+        if isinstance(msg, Affect):
+            st = self.stream(msg)
+            st.affect.append(msg)
+            while len(st.affect) > self.p.keep_affect:
+                st.affect.popleft()
+            if msg.final and msg.source == "voice":
+                st.affect_end = max(st.affect_end, msg.end_sample)
             self._release(st)
             self._forget_if_done(msg.header.stream_id, st)
             return
@@ -191,6 +217,8 @@ class FusionNode(StreamNode[_Stream]):
                 st.speakers_ended = True
             elif port == "active":
                 st.active_ended = True
+            elif port == "affect":
+                st.affect_ended = True
             elif port == "transcripts":
                 st.transcripts_ended = True
             self._release(st)
@@ -209,7 +237,8 @@ class FusionNode(StreamNode[_Stream]):
     def _complete(self, st: _Stream, msg: AnyTranscript) -> bool:
         slack = self.p.speaker_slack_ms * msg.sample_rate // 1000
         speakers = not self._wants_speakers or st.speakers_ended or st.final_end >= msg.end_sample - slack
-        return speakers and self._faces_complete(st, msg)
+        affect = not self._wants_affect or st.affect_ended or st.affect_end >= msg.end_sample - slack
+        return speakers and affect and self._faces_complete(st, msg)
 
     def _faces_complete(self, st: _Stream, msg: AnyTranscript) -> bool:
         """Every active-speaker window ending inside the transcript's span has arrived (or none will): one
@@ -245,6 +274,13 @@ class FusionNode(StreamNode[_Stream]):
             out = label(out, st.turns)
         if st.active:
             out = label_face(out, st.active, self.p.face_threshold)
+        if st.affect:
+            voice = span_affect(st.affect, out.start_sample, out.end_sample, "voice")
+            face = (span_affect(st.affect, out.start_sample, out.end_sample, "face", out.face_id)
+                    if out.face_id != NO_FACE else None)
+            labels = affect_labels(voice, face)
+            if labels:
+                out = dataclasses.replace(out, affect=labels)
         if self.p.require_face and out.face_id == NO_FACE:
             if out.final and not self._faces_complete(st, out):
                 # The faces' evidence is late (a slow vision path, a stalled camera): pass the speech on

@@ -116,9 +116,13 @@ class VoiceAffectModel:
         states = self.whisper.encoder_states(list(windows))
         return self.head.probabilities(np.stack([pool(s) for s in states]))
 
-    def step(self, streams: Sequence[VoiceAffectStream]) -> int:
-        """Estimate every due utterance of ``streams`` in one batch; how many were estimated."""
-        due = [(s, req) for s in streams if (req := s.due()) is not None]
+    def step(self, streams: Sequence[VoiceAffectStream], limits: Sequence[int | None] | None = None) -> int:
+        """Estimate every due utterance of ``streams`` in one batch (each stream's provisional estimate reading no
+        further than its sample in ``limits``, None: all it has); how many were estimated."""
+        lims = list(limits) if limits is not None else [None] * len(streams)
+        if len(lims) != len(streams):
+            raise ParamError(f"voice affect step: {len(lims)} limits for {len(streams)} streams; allowed: one each")
+        due = [(s, req) for s, lim in zip(streams, lims, strict=True) if (req := s.due(lim)) is not None]
         if not due:
             return 0
         probs = self.estimate([req[1] for _, req in due])
@@ -161,8 +165,9 @@ class VoiceAffectStream:
             end_sample = max(end_sample, self._utt[1])
             self._end = (end_sample, max(self._frames.frame_of(end_sample), self._utt[2]))
 
-    def due(self) -> tuple[tuple[int, int, int, bool], np.ndarray] | None:
-        """The window to estimate now, if any: ((utterance id, start sample, end sample, final), frames)."""
+    def due(self, limit: int | None = None) -> tuple[tuple[int, int, int, bool], np.ndarray] | None:
+        """The window to estimate now, if any: ((utterance id, start sample, end sample, final), frames). A
+        provisional window reads frames up to sample ``limit`` at most (None: every frame there is)."""
         ring = self._frames.ring
         if self._utt is None or ring is None:
             return None
@@ -174,6 +179,8 @@ class VoiceAffectStream:
             end, final, end_sample = self._end[1], True, self._end[0]
         else:
             end = self._frames.frames_end
+            if limit is not None:
+                end = min(end, self._frames.frame_of(limit))
             long_enough = end - f0 >= cfg.min_ms // 10
             if cfg.interval_ms <= 0 or not long_enough or end - self._last < cfg.interval_ms // 10:
                 return None
@@ -198,6 +205,20 @@ class VoiceAffectStream:
             self._utt = self._end = None
         else:
             self._last = self._frames.frame_of(s1)
+
+    @property
+    def frames_end(self) -> int:
+        """One past the newest frame accepted."""
+        return self._frames.frames_end
+
+    def sample_of(self, frame: int) -> int:
+        """The stream sample of frame ``frame``."""
+        return self._frames.sample_of(frame)
+
+    @property
+    def open(self) -> bool:
+        """An utterance has begun and has not had its final yet."""
+        return self._utt is not None
 
     def results(self) -> list[AffectEstimate]:
         """The estimates made since the last call, in order."""
