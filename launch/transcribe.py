@@ -3,11 +3,12 @@
 The graph is the bundled ``default`` graph itself (file or mic -> vad + features -> asr -> fusion ->
 console), changed in three places only: its input node becomes a ``file_source`` at speed 0 (every
 queue blocking, nothing ages out: lossless playback as fast as the nodes go), the recognizer gets the
-``--model`` / ``--language`` / ``--backend`` given, and its sinks (nodes without outputs: the console)
-are left out. The transcripts come from the graph's ``transcripts`` output (``outputs:`` in the graph
-file), which a :class:`TranscriptCollector` taps. The recognizer is found from that output too: the node
-where its transcripts start (see :func:`recognizer`). So a file transcribes exactly as it would stream
-live, only faster, and no node kind is named here.
+``--model`` / ``--language`` / ``--backend`` given (``--model`` also on nodes that declare they follow the
+recognizer's model, such as the affect node, when they have a head for it), and its sinks (nodes without
+outputs: the console) are left out. The transcripts come from the graph's ``transcripts`` output
+(``outputs:`` in the graph file), which a :class:`TranscriptCollector` taps. The recognizer is found from
+that output too: the node where its transcripts start (see :func:`recognizer`). So a file transcribes
+exactly as it would stream live, only faster, and no node kind is named here.
 
 Each file runs through its own graph (a new Runner), one after the other, in this process: nodes that load
 their weights through :func:`kikimimi.models.weights.shared` load them once for all the files.
@@ -144,6 +145,11 @@ def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, langu
                 raise KikimimiError(f"the recognizer node {node.name!r} ({node.kind}) has no parameter {name!r}; "
                                     f"parameters: {', '.join(sorted(declared))}")
         spec = spec.with_node(node.name, node.kind, {**node.params, **options})
+        model_name = options.get("model")
+        for other in spec.nodes:     # nodes that read the recognizer's model (the affect node's encoder) follow it
+            follows = getattr(other.cls, "follows_recognizer_model", False)
+            if model_name is not None and other.name != node.name and follows and other.cls.can_follow(model_name):
+                spec = spec.with_node(other.name, other.kind, {**other.params, "model": model_name})
     sinks = spec.sinks()
     if sinks:
         spec = spec.without_nodes(sinks)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from kikimimi.engine.clock import Clock
-from kikimimi.engine.errors import KikimimiError
+from kikimimi.engine.errors import KikimimiError, ParamError
 from kikimimi.engine.messages import Control, ControlKind, Message
 from kikimimi.engine.msgs.affect import Affect
 from kikimimi.engine.msgs.audio import Features
@@ -32,7 +32,13 @@ from kikimimi.engine.node import PortSpec
 from kikimimi.engine.params import Param, ParamValues
 from kikimimi.engine.queues import QueueConfig
 from kikimimi.engine.streams import StreamNode
-from kikimimi.models.affect.voice import AffectEstimate, VoiceAffectConfig, VoiceAffectModel, VoiceAffectStream
+from kikimimi.models.affect.voice import (
+    AffectEstimate,
+    VoiceAffectConfig,
+    VoiceAffectModel,
+    VoiceAffectStream,
+    bundled_head,
+)
 from kikimimi.nodes._vad_sync import VadGate
 
 MAX_PENDING_EVENTS = 256
@@ -62,6 +68,18 @@ class AffectNode(StreamNode[_Stream]):
     )
     outputs = (PortSpec("affect", (Affect,), help="voice affect of each utterance (provisional, then final)"),)
     lossless_params = {"vad_lookahead_ms": 0, "interval_ms": 0}
+    follows_recognizer_model = True
+    """``kikimimi transcribe --model NAME`` sets this node's ``model`` too when :meth:`can_follow` says a head
+    exists for NAME (then one Whisper model serves both)."""
+
+    @classmethod
+    def can_follow(cls, model: str) -> bool:
+        """True if a bundled head exists for Whisper ``model``."""
+        try:
+            bundled_head(model)
+        except ParamError:
+            return False
+        return True
     params = (
         Param("model", str, "base", "Whisper model whose encoder states are used (base, tiny.en; a head must "
               "exist for it)"),

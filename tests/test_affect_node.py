@@ -87,7 +87,9 @@ def test_fusion_waits_for_the_voice_final_and_labels_the_transcript() -> None:
 
 
 @pytest.mark.slow
-def test_transcribe_jsonl_and_the_console_carry_the_affect(data_dir: Path) -> None:
+def test_transcribe_jsonl_carries_the_affect_of_the_recognizer_model(data_dir: Path) -> None:
+    """``transcribe --model tiny.en``: the affect node follows the recognizer's model (one Whisper model serves
+    both) and every final carries its voice labels (the console's ``[label p]`` is tested on the fusion node)."""
     clip = str(data_dir / ANGRY)
     proc = subprocess.run([*CLI, "transcribe", "--model", "tiny.en", "--format", "jsonl", clip],
                           capture_output=True, text=True, timeout=300, check=False)
@@ -95,7 +97,12 @@ def test_transcribe_jsonl_and_the_console_carry_the_affect(data_dir: Path) -> No
     final = json.loads(proc.stdout.splitlines()[-1])
     voice = {a["name"]: a["value"] for a in final["affect"] if a["modality"] == "voice"}
     assert "angry" in voice and voice["arousal"] > 0.3 and -1 <= voice["valence"] <= 1
-    run = subprocess.run([*CLI, "run", "--input", clip, "--speed", "0", "--set", "asr.model=tiny.en"],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert run.returncode == 0, run.stderr
-    assert " [angry 0." in run.stdout and "Kids are talking by the door" in run.stdout
+
+
+def test_transcribe_sets_the_affect_model_with_the_recognizer_model(data_dir: Path) -> None:
+    from kikimimi.launch.cli import resolve_graph
+    from kikimimi.launch.transcribe import transcribe_graph
+
+    clip = str(data_dir / ANGRY)
+    assert transcribe_graph(resolve_graph("default"), clip, model="tiny.en").node("affect").params["model"] == "tiny.en"
+    assert transcribe_graph(resolve_graph("default"), clip, model="small").node("affect").params["model"] == "base"

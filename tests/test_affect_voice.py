@@ -74,13 +74,14 @@ def test_arousal_and_valence_follow_the_circumplex() -> None:
 
 @pytest.mark.slow
 def test_unseen_actors_are_recognised_well_above_chance(data_dir: Path, base: VoiceAffectModel) -> None:
-    """The bundled base head on RAVDESS actors 17-20 (never in its training): unweighted accuracy over the
+    """The bundled base head on half the clips of RAVDESS actors 17-20 (never in its training; on all of them
+    it scored 67.2 %): unweighted accuracy over the
     eight classes well above chance (12.5 %), and angry/happy/surprised clips louder in arousal than sad/calm."""
     from kikimimi.models.affect.train import speech_span
     from kikimimi.models.frontend import whisper_log10_mel
 
-    clips = ravdess(data_dir, HELD_OUT)
-    assert len(clips) == 240
+    clips = ravdess(data_dir, HELD_OUT)[::2]     # every other clip: 120, every actor and emotion (suite time)
+    assert len(clips) == 120
     probs = np.concatenate([base.estimate([whisper_log10_mel(speech_span(load_audio(p))) for p, _ in clips[i:i + 8]])
                             for i in range(0, len(clips), 8)])
     y = np.array([RAVDESS_CLASSES.index(e) for _, e in clips])

@@ -208,7 +208,7 @@ def test_output_writes_the_default_graphs_final_transcripts_and_events(data_dir:
 
 JFK = "en/jfk/jfk.flac"   # 11 s, four speech segments
 TINY = ["--set", "asr.model=tiny.en"]   # one small model keeps these runs short
-FINAL_LINE = re.compile(r"^\[file\] \d+\.\d\d-\d+\.\d\d s( [\w.]+)?: ")
+FINAL_LINE = re.compile(r"^\[file\] \d+\.\d\d-\d+\.\d\d s( [\w.]+)?( \[\w+ \d\.\d\d\])?: ")  # [affect p]
 
 
 @pytest.mark.slow

@@ -129,7 +129,7 @@ def test_yaml_syntax_error_is_a_graph_error(tmp_path: Path) -> None:
 def test_builder_produces_the_same_spec_as_the_default_file() -> None:
     g = GraphBuilder("default", transport="inproc", input_node="source",
                      description="microphone or file -> two-stage VAD + features -> speech recognition + "
-                                 "speaker labels -> fusion -> console")
+                                 "speaker labels + voice affect -> fusion -> console")
     g.node("source", "mic_source", sample_rate=16000, chunk_ms=20)
     g.node("vad", "vad", webrtc_mode=3, min_silence_ms=300).connect(
         "audio", "source.audio", policy="block", capacity=256, max_age_ms=5000)
@@ -141,9 +141,13 @@ def test_builder_produces_the_same_spec_as_the_default_file() -> None:
     (g.node("speaker", "speaker")
      .connect("audio", "source.audio", policy="block", capacity=512)
      .connect("vad", "vad.events", policy="block", capacity=256))
+    (g.node("affect", "affect", model="base")
+     .connect("features", "features.features", policy="block", capacity=512)
+     .connect("vad", "vad.events", policy="block", capacity=256))
     (g.node("fusion", "fusion")
      .connect("transcripts", "asr.transcripts", policy="block", capacity=256)
-     .connect("speakers", "speaker.turns", policy="block", capacity=256))
+     .connect("speakers", "speaker.turns", policy="block", capacity=256)
+     .connect("affect", "affect.affect", policy="block", capacity=256))
     g.node("console", "console_sink").connect(
         "in", "fusion.transcripts", "vad.events", policy="block", capacity=256)
     g.output("transcripts", "fusion.transcripts").output("events", "vad.events")
