@@ -176,6 +176,22 @@ def apply_verbose(spec: GraphSpec) -> GraphSpec:
     return load_graph(d) if consoles else spec
 
 
+def follow_model_setting(spec: GraphSpec, settings: list[str]) -> GraphSpec:
+    """``--set REC.model=NAME`` on the graph's recognizer (the node where its ``transcripts`` output starts) also
+    sets the nodes that follow the recognizer's model (the affect node), as ``transcribe --model`` does; their
+    own ``--set`` still wins, being applied after."""
+    from kikimimi.launch.transcribe import TRANSCRIPTS, follow_recognizer_model, recognizer
+
+    if TRANSCRIPTS not in spec.roles:
+        return spec
+    try:
+        rec = recognizer(spec)
+    except KikimimiError:
+        return spec
+    models = [v for k, _, v in (item.partition("=") for item in settings) if k == f"{rec.name}.model" and v]
+    return follow_recognizer_model(spec, rec.name, models[-1]) if models else spec
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kikimimi.engine.runner import Runner, install_stop_signals
 
@@ -185,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                            args.watermarks)
     if args.verbose:
         spec = apply_verbose(spec)
-    spec = apply_settings(spec, args.set or [])   # last: --set wins over -v
+    spec = follow_model_setting(spec, args.set or [])
+    spec = apply_settings(spec, args.set or [])   # last: --set wins over -v (and over a followed model)
     if spec.transport == "zmq":
         from kikimimi.engine.procs import ProcessRunner
 

@@ -126,6 +126,16 @@ def recognizer(spec: GraphSpec, role: str = TRANSCRIPTS) -> NodeSpec:
     return spec.node(found[0])
 
 
+def follow_recognizer_model(spec: GraphSpec, recognizer_node: str, model: str) -> GraphSpec:
+    """``spec`` with ``model`` set on the nodes that declare they read the recognizer's model
+    (``follows_recognizer_model``, such as the affect node's encoder) and can take it (``can_follow``)."""
+    for other in spec.nodes:
+        follows = getattr(other.cls, "follows_recognizer_model", False)
+        if other.name != recognizer_node and follows and other.cls.can_follow(model):
+            spec = spec.with_node(other.name, other.kind, {**other.params, "model": model})
+    return spec
+
+
 def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, language: str | None = None,
                      backend: str | None = None, settings: Sequence[str] = ()) -> GraphSpec:
     """``base`` (the default graph) set up to transcribe ``path``: file input at speed 0, every node's batch
@@ -145,11 +155,8 @@ def transcribe_graph(base: GraphSpec, path: str, model: str | None = None, langu
                 raise KikimimiError(f"the recognizer node {node.name!r} ({node.kind}) has no parameter {name!r}; "
                                     f"parameters: {', '.join(sorted(declared))}")
         spec = spec.with_node(node.name, node.kind, {**node.params, **options})
-        model_name = options.get("model")
-        for other in spec.nodes:     # nodes that read the recognizer's model (the affect node's encoder) follow it
-            follows = getattr(other.cls, "follows_recognizer_model", False)
-            if model_name is not None and other.name != node.name and follows and other.cls.can_follow(model_name):
-                spec = spec.with_node(other.name, other.kind, {**other.params, "model": model_name})
+        if "model" in options:
+            spec = follow_recognizer_model(spec, node.name, str(options["model"]))
     sinks = spec.sinks()
     if sinks:
         spec = spec.without_nodes(sinks)

@@ -106,3 +106,10 @@ def test_transcribe_sets_the_affect_model_with_the_recognizer_model(data_dir: Pa
     clip = str(data_dir / ANGRY)
     assert transcribe_graph(resolve_graph("default"), clip, model="tiny.en").node("affect").params["model"] == "tiny.en"
     assert transcribe_graph(resolve_graph("default"), clip, model="small").node("affect").params["model"] == "base"
+    from kikimimi.launch.cli import apply_settings, follow_model_setting
+
+    spec = resolve_graph("default")
+    settings = ["asr.model=tiny.en"]
+    assert apply_settings(follow_model_setting(spec, settings), settings).node("affect").params["model"] == "tiny.en"
+    settings = ["asr.model=tiny.en", "affect.model=base"]            # the node's own setting wins
+    assert apply_settings(follow_model_setting(spec, settings), settings).node("affect").params["model"] == "base"
