@@ -162,3 +162,19 @@ def test_the_training_script_trains_evaluates_by_actor_and_writes_a_head(data_di
     assert model.classes == ("neutral", "happy", "sad", "angry") and model.id == "head"
     with pytest.raises(ParamError, match=r"takes 'whisper-tiny\.en-states-meanstd', but model 'base' gives"):
         VoiceAffectModel(VoiceAffectConfig("base", head=str(tmp_path / "head"), threads=2))
+
+
+def test_the_final_of_a_long_utterance_waits_for_its_end_and_reads_its_last_30_s() -> None:
+    """An utterance longer than Whisper's window: its final comes only once the frames reach its end (it once
+    came as soon as 30 s of frames were in), over the last 30 s."""
+    model = VoiceAffectModel(VoiceAffectConfig("tiny.en", threads=2, interval_ms=0))
+    s = model.new_stream()
+    rng = np.random.default_rng(3)
+    s.begin(0)
+    s.end(40 * 16000)
+    for k in range(40):                      # 1 s of frames at a time
+        s.accept(rng.normal(-4, 1, (100, 80)).astype(np.float32), 100 * k, 16000 * k)
+        model.step([s])
+        out = s.results()
+        assert (out != []) == (k == 39), k
+    assert out[0].final and out[0].end_sample == 40 * 16000 and out[0].start_sample == 0

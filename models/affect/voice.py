@@ -174,7 +174,7 @@ class VoiceAffectStream:
         uid, s0, f0 = self._utt
         cfg = self.model.cfg
         if self._end is not None:
-            if self._frames.frames_end < self._end[1] and self._frames.frames_end < f0 + MAX_FRAMES:
+            if self._frames.frames_end < self._end[1]:        # the final waits for every frame of the utterance
                 return None
             end, final, end_sample = self._end[1], True, self._end[0]
         else:
